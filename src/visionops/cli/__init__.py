@@ -1,0 +1,39 @@
+"""The ``visionops`` command line: ``visionops train|evaluate|models|recipes|augmentations``.
+
+    visionops train --recipe quickstart
+    visionops train --model resnet18 --dataset cifar10 --epochs 30 --register-as vision-classifier
+    visionops train --resume
+    visionops evaluate --model-uri models:/vision-classifier/1 --split val --json
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from visionops.errors import TrainingInterrupted, VisionOpsError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from visionops.cli.parser import build_parser
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("visionops").setLevel(logging.INFO)
+    from visionops.cli.commands import COMMANDS
+
+    try:
+        return COMMANDS[args.command](args)
+    except TrainingInterrupted as stop:
+        print(str(stop), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except VisionOpsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,135 @@
+"""The subcommands: parse -> build config -> call a library function -> print."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from visionops.config import CONFIG_FIELDS, Override, TrainConfig, overrides_from_file, overrides_from_mapping, resolve_config
+from visionops.env import config_overrides_from_env
+from visionops.errors import ConfigError
+from visionops.cli.parser import config_flag_values
+from visionops.cli.output import emit, mlflow_ui_hint
+
+
+def train_config(args: argparse.Namespace, environ: dict[str, str] | None = None) -> TrainConfig:
+    """Resolve flag > VISIONOPS_* > overrides file > recipe > defaults (or the saved config)."""
+    flags = overrides_from_mapping(config_flag_values(args), "command line")
+    flags = [Override(o.field, o.value, CONFIG_FIELDS[o.field].flag) for o in flags]
+    env_values = config_overrides_from_env(list(CONFIG_FIELDS), environ)
+    env_overrides = [Override(f, v, f"VISIONOPS_{f.upper()}") for f, v in env_values.items()]
+    resume = getattr(args, "resume", None)
+    if resume is None:
+        from visionops.recipes import get_recipe
+
+        base = get_recipe(getattr(args, "recipe", None) or "default")
+        file_overrides = overrides_from_file(Path(args.config)) if getattr(args, "config", None) else []
+        return resolve_config(base, [*file_overrides, *env_overrides, *flags])
+
+    if getattr(args, "recipe", None) or getattr(args, "config", None):
+        raise ConfigError("--resume keeps the run's saved configuration; drop --recipe/--config")
+    from visionops.training.trainer import saved_run
+
+    defaults = resolve_config(TrainConfig(), [o for o in [*env_overrides, *flags] if o.field == "output_dir"])
+    run_dir, saved = saved_run(resume, defaults.checkpoint.output_dir)
+    return resolve_config(saved, [*env_overrides, *flags, Override("resume", str(run_dir), "--resume")])
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = train_config(args)
+    from visionops.training import train
+
+    result = train(cfg)
+    payload: dict[str, Any] = {
+        "run_id": result.run_id,
+        "model_uri": result.model_uri,
+        "registered_model": (
+            {"name": cfg.tracking.register_as, "version": result.registered_version}
+            if result.registered_version is not None
+            else None
+        ),
+        "metrics": result.metrics,
+        "run_dir": str(result.run_dir),
+        "epochs": result.epochs_completed,
+    }
+    lines = [
+        f"run id:      {result.run_id}",
+        f"model uri:   {result.model_uri}",
+        *(
+            [f"registered:  {cfg.tracking.register_as} version {result.registered_version}"]
+            if result.registered_version is not None
+            else []
+        ),
+        *(f"{name:<12} {value:.4f}" for name, value in result.metrics.items()),
+        f"run folder:  {result.run_dir}",
+        f"MLflow UI:   {mlflow_ui_hint()}",
+    ]
+    emit(lines, payload, args.json)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    overrides = overrides_from_mapping(
+        {k: v for k, v in {"dataset": args.dataset, "data_dir": args.data_dir, "device": args.device}.items() if v},
+        "command line",
+    )
+    from visionops.training.model_eval import evaluate_model
+
+    evaluation = evaluate_model(args.model_uri, args.split, overrides, tracking_uri=args.tracking_uri)
+    result = evaluation.result
+    payload = {
+        "model_uri": evaluation.model_uri,
+        "split": evaluation.split,
+        "run_id": evaluation.run_id,
+        "source_run_id": evaluation.source_run_id,
+        "metrics": {"accuracy": result.accuracy, "loss": result.loss},
+        "per_class_accuracy": dict(zip(evaluation.classes, result.per_class_accuracy)),
+        "confusion_matrix": result.confusion.tolist(),
+        "num_images": result.num_images,
+    }
+    lines = [
+        f"model:     {evaluation.model_uri} on the {evaluation.split} split ({result.num_images} images)",
+        f"accuracy:  {result.accuracy:.4f}",
+        f"loss:      {result.loss:.4f}",
+        *(f"  {name:<14} {acc:.4f}" for name, acc in zip(evaluation.classes, result.per_class_accuracy)),
+        f"logged to MLflow run {evaluation.run_id}",
+    ]
+    emit(lines, payload, args.json)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from visionops.models import model_specs
+
+    specs = model_specs()
+    payload = {"models": [{"name": s.name, "description": s.description, "width_multiplier": s.supports_width} for s in specs]}
+    emit([f"{s.name:<20} {s.description}" for s in specs], payload, args.json)
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from visionops.recipes import list_recipes
+
+    recipes = list_recipes()
+    payload = {"recipes": [{"name": r.name, "description": r.description} for r in recipes]}
+    emit([f"{r.name:<14} {r.description}" for r in recipes], payload, args.json)
+    return 0
+
+
+def cmd_augmentations(args: argparse.Namespace) -> int:
+    from visionops.data.transforms import list_augmentations
+
+    names = list_augmentations()
+    emit(names, {"augmentations": names}, args.json)
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "models": cmd_models,
+    "recipes": cmd_recipes,
+    "augmentations": cmd_augmentations,
+}
+

@@ -1,0 +1,93 @@
+"""The argument parser; ``visionops train`` flags are generated from the config tree."""
+
+from __future__ import annotations
+
+import argparse
+
+from visionops.config import CONFIG_FIELDS, FieldSpec, describe_type
+from visionops.env import config_env_var
+
+# Flags of `train` that are not config fields, or config fields with a hand-written flag.
+_SPECIAL = {"resume"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="visionops", description="Train, track and ship image classifiers."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train",
+        help="train a model (tracked in MLflow, resumable)",
+        description="Train a model. Precedence: flag > VISIONOPS_<FIELD> > --config file > --recipe > defaults.",
+        argument_default=argparse.SUPPRESS,
+    )
+    train.add_argument("--recipe", help="named recipe to start from (see `visionops recipes`)")
+    train.add_argument("--config", help="YAML/JSON overrides file, nested like config.yaml or flat")
+    train.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="RUN",
+        help="continue a run from its newest valid checkpoint: 'latest' (default), a run id, "
+        "a run folder or a checkpoint file; the run keeps its saved configuration",
+    )
+    _add_json_flag(train)
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for spec in CONFIG_FIELDS.values():
+        if spec.flat in _SPECIAL:
+            continue
+        section = spec.path[0] if len(spec.path) > 1 else "training"
+        group = groups.setdefault(section, train.add_argument_group(f"{section} options"))
+        _add_config_flag(group, spec)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate a logged model and record the result in MLflow",
+        description="Evaluate an MLflow model on the data split its training run used.",
+    )
+    evaluate.add_argument("--model-uri", required=True, help="MLflow model URI (models:/NAME/VERSION, runs:/...)")
+    evaluate.add_argument("--split", default="val", choices=["train", "val", "test"], help="split to evaluate")
+    evaluate.add_argument("--dataset", help="override the training run's dataset")
+    evaluate.add_argument("--data-dir", help="override the training run's data folder")
+    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device to evaluate on")
+    evaluate.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
+    _add_json_flag(evaluate)
+
+    models = commands.add_parser("models", help="list the registered model architectures")
+    _add_json_flag(models)
+    recipes = commands.add_parser("recipes", help="list the named training recipes")
+    _add_json_flag(recipes)
+    augmentations = commands.add_parser("augmentations", help="list the training augmentations")
+    _add_json_flag(augmentations)
+    return parser
+
+
+def _add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=False,
+        help="print one JSON object as the last line of stdout",
+    )
+
+
+def _add_config_flag(group: argparse._ArgumentGroup, spec: FieldSpec) -> None:
+    default = ",".join(spec.default) if isinstance(spec.default, tuple) else spec.default
+    help_text = f"{spec.description} [{config_env_var(spec.flat)}; default: {default}]"
+    if spec.annotation is bool:
+        group.add_argument(spec.flag, dest=spec.flat, action=argparse.BooleanOptionalAction, help=help_text)
+    else:
+        group.add_argument(spec.flag, dest=spec.flat, metavar=_metavar(spec), help=help_text)
+
+
+def _metavar(spec: FieldSpec) -> str:
+    if spec.choices:
+        return describe_type(spec.annotation)
+    return describe_type(spec.annotation).removesuffix(" or None").replace("comma-separated list", "A,B").upper()
+
+
+def config_flag_values(args: argparse.Namespace) -> dict[str, object]:
+    """The config fields given on the command line (argparse suppressed the others)."""
+    return {flat: getattr(args, flat) for flat in CONFIG_FIELDS if flat not in _SPECIAL and hasattr(args, flat)}

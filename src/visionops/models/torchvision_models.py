@@ -1,0 +1,40 @@
+"""torchvision's ResNet-18 and MobileNetV3, randomly initialised, with optional 32x32 stems.
+
+The ImageNet stems downsample 4x (ResNet) or 2x (MobileNetV3) before the first block, which
+throws away most of a 32x32 image; the small-input stems keep full resolution there.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torchvision import models as tvm
+
+from visionops.models.registry import register_model
+
+
+@register_model("resnet18", "torchvision ResNet-18")
+def resnet18(num_classes: int, small_input_stem: bool, width_multiplier: float) -> nn.Module:
+    model = tvm.resnet18(weights=None, num_classes=num_classes)
+    if small_input_stem:
+        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    return model
+
+
+def _small_input_mobilenet(model: tvm.MobileNetV3) -> tvm.MobileNetV3:
+    stem_conv = model.features[0][0]
+    assert isinstance(stem_conv, nn.Conv2d)
+    stem_conv.stride = (1, 1)
+    return model
+
+
+@register_model("mobilenet_v3_small", "torchvision MobileNetV3-Small")
+def mobilenet_v3_small(num_classes: int, small_input_stem: bool, width_multiplier: float) -> nn.Module:
+    model = tvm.mobilenet_v3_small(weights=None, num_classes=num_classes)
+    return _small_input_mobilenet(model) if small_input_stem else model
+
+
+@register_model("mobilenet_v3_large", "torchvision MobileNetV3-Large")
+def mobilenet_v3_large(num_classes: int, small_input_stem: bool, width_multiplier: float) -> nn.Module:
+    model = tvm.mobilenet_v3_large(weights=None, num_classes=num_classes)
+    return _small_input_mobilenet(model) if small_input_stem else model

@@ -1,0 +1,54 @@
+"""Figures logged as run artifacts: training curves and the confusion matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on training machines
+
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
+    """Loss and accuracy per epoch, train against validation."""
+    epochs = [int(row["epoch"]) for row in history]
+    figure, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for split in ("train", "val"):
+        loss_ax.plot(epochs, [row[f"{split}_loss"] for row in history], marker="o", label=split)
+        acc_ax.plot(epochs, [row[f"{split}_accuracy"] for row in history], marker="o", label=split)
+    for axis, title in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+        axis.set_xlabel("epoch")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def confusion_matrix(confusion: torch.Tensor, classes: Sequence[str]) -> Figure:
+    """Counts with true classes as rows; cells annotated when the matrix is small enough."""
+    size = max(4.0, 0.5 * len(classes) + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    image = axis.imshow(confusion.numpy(), cmap="Blues")
+    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    axis.set_yticks(range(len(classes)), classes)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    if len(classes) <= 20:
+        threshold = confusion.max().item() / 2
+        for (row, col), count in zip(
+            ((r, c) for r in range(len(classes)) for c in range(len(classes))), confusion.flatten().tolist()
+        ):
+            color = "white" if count > threshold else "black"
+            axis.text(col, row, str(count), ha="center", va="center", color=color, fontsize=8)
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.tight_layout()
+    return figure
+
+
+def close(figure: Figure) -> None:
+    plt.close(figure)

@@ -1,0 +1,109 @@
+"""One MLflow run per training job: create or reopen it, log to it, close it.
+
+Only the main process tracks (``enabled=False`` makes every call a no-op), so distributed
+workers can share the same code path without creating runs of their own.
+
+Metric points go through MLflow's asynchronous logging, so a slow tracking server never
+stalls a training step; ``flush`` is called before every checkpoint so that everything up
+to a checkpoint is durable in MLflow. A resumed run skips points it already holds, so no
+metric step is ever logged twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from visionops import env
+from visionops.config import TrackingConfig
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_METRIC_PREFIX = "system/"
+
+
+class RunTracker:
+    def __init__(self, cfg: TrackingConfig, enabled: bool = True) -> None:
+        self.cfg = cfg
+        self.enabled = enabled
+        self.run_id: str | None = None
+        self._already_logged: dict[str, set[int]] = {}
+
+    def start(self, params: Mapping[str, str], tags: Mapping[str, str], resume_run_id: str | None = None) -> str | None:
+        """Create the run (logging ``params``) or reopen ``resume_run_id``; returns the run id."""
+        if not self.enabled:
+            return None
+        if self.cfg.tracking_uri:
+            # MLflow keeps the tracking URI per process; every run of this process shares it.
+            mlflow.set_tracking_uri(self.cfg.tracking_uri)
+        if resume_run_id is not None:
+            run = mlflow.start_run(run_id=resume_run_id, log_system_metrics=self.cfg.system_metrics)
+            self._already_logged = _logged_steps(resume_run_id)
+            mlflow.set_tags(dict(tags))
+        else:
+            run = mlflow.start_run(
+                experiment_id=self._experiment_id(),
+                run_name=self.cfg.run_name,
+                tags=dict(tags),
+                log_system_metrics=self.cfg.system_metrics,
+            )
+            mlflow.log_params(dict(params), synchronous=True)
+        self.run_id = run.info.run_id
+        return self.run_id
+
+    def _experiment_id(self) -> str | None:
+        name = self.cfg.experiment
+        if name is None:
+            if env.mlflow_experiment_from_env():
+                return None  # MLflow resolves MLFLOW_EXPERIMENT_NAME / _ID itself
+            name = env.DEFAULT_EXPERIMENT
+        client = MlflowClient()
+        experiment = client.get_experiment_by_name(name)
+        return experiment.experiment_id if experiment else client.create_experiment(name)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        if not self.enabled:
+            return
+        fresh = {k: float(v) for k, v in metrics.items() if step not in self._already_logged.get(k, ())}
+        if fresh:
+            mlflow.log_metrics(fresh, step=step, synchronous=False)
+
+    def flush(self) -> None:
+        if self.enabled:
+            mlflow.flush_async_logging()
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        if self.enabled:
+            mlflow.log_artifact(str(path), artifact_path)
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        if self.enabled:
+            mlflow.log_figure(figure, name)
+
+    def log_dict(self, data: Mapping[str, Any], name: str) -> None:
+        if self.enabled:
+            mlflow.log_dict(dict(data), name)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        if self.enabled:
+            mlflow.set_tags(dict(tags))
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Flush pending points and close the run with ``FINISHED``, ``FAILED`` or ``KILLED``."""
+        if self.enabled and self.run_id is not None and mlflow.active_run() is not None:
+            try:
+                mlflow.flush_async_logging()
+            finally:
+                mlflow.end_run(status=status)
+
+
+def _logged_steps(run_id: str) -> dict[str, set[int]]:
+    """The steps each training metric of a run already has (system metrics resume on their own)."""
+    client = MlflowClient()
+    keys = [k for k in client.get_run(run_id).data.metrics if not k.startswith(SYSTEM_METRIC_PREFIX)]
+    return {key: {m.step for m in client.get_metric_history(run_id, key)} for key in keys}

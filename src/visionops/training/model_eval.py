@@ -1,0 +1,107 @@
+"""Evaluate a model logged in MLflow on the split it was validated on (or another one).
+
+The data configuration comes from the model's training run (its ``config.yaml`` artifact),
+so ``--split val`` means the same validation images the run held out.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from visionops.config import Override, TrackingConfig, TrainConfig, load_config, resolve_config
+from visionops.data import build_data, eval_loader
+from visionops.errors import VisionOpsError
+from visionops.tracking import RunTracker
+from visionops.training.evaluate import EvalResult, evaluate
+from visionops.training.finalize import evaluation_metrics, log_evaluation
+from visionops.training.runtime import resolve_runtime
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelEvaluation:
+    model_uri: str
+    split: str
+    result: EvalResult
+    classes: tuple[str, ...]
+    source_run_id: str | None
+    run_id: str | None  # the MLflow run holding this evaluation
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return evaluation_metrics(self.result, self.split, self.classes)
+
+
+def evaluate_model(
+    model_uri: str,
+    split: str = "val",
+    overrides: list[Override] | None = None,
+    tracking_uri: str | None = None,
+    log_to_mlflow: bool = True,
+) -> ModelEvaluation:
+    """Load ``model_uri`` and evaluate it; ``overrides`` may change dataset, data_dir, device.
+
+    ``tracking_uri`` defaults to MLflow's own resolution (``MLFLOW_TRACKING_URI``).
+    """
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    try:
+        info = mlflow.models.get_model_info(model_uri)
+    except (MlflowException, OSError) as exc:
+        raise VisionOpsError(f"cannot load model {model_uri!r}: {exc}") from exc
+    base = _training_config(info.run_id)
+    cfg = resolve_config(
+        base,
+        [*(overrides or []), Override("precision", "fp32", "evaluation"), Override("channels_last", "off", "evaluation")],
+    )
+    runtime = resolve_runtime(cfg)
+    data = build_data(cfg.data, cfg.seed)
+    images = data.split(split)
+    model = mlflow.pytorch.load_model(model_uri).to(runtime.device)
+    loader = eval_loader(images, cfg.data, data.image_size, pin_memory=runtime.device.type == "cuda")
+    result = evaluate(model, loader, runtime, data.num_classes)
+
+    run_id = None
+    if log_to_mlflow:
+        tracker = RunTracker(
+            TrackingConfig(
+                experiment=_experiment_name(info.run_id),
+                run_name=f"evaluate-{split}",
+                system_metrics=False,
+            )
+        )
+        run_id = tracker.start(
+            params={"model_uri": model_uri, "split": split, "dataset": cfg.data.dataset},
+            tags={"visionops.evaluated_model_uri": model_uri, "visionops.source_run_id": info.run_id or ""},
+        )
+        try:
+            log_evaluation(tracker, result, split, data.classes, step=0)
+        finally:
+            tracker.end()
+    return ModelEvaluation(model_uri, split, result, data.classes, info.run_id, run_id)
+
+
+def _training_config(run_id: str | None) -> TrainConfig:
+    if run_id is None:
+        logger.warning("model has no source run; evaluating with the default data configuration")
+        return TrainConfig()
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml")
+    except (MlflowException, OSError):
+        logger.warning("run %s has no config.yaml; evaluating with the default data configuration", run_id)
+        return TrainConfig()
+    return load_config(Path(local))
+
+
+def _experiment_name(run_id: str | None) -> str | None:
+    if run_id is None:
+        return None
+    client = MlflowClient()
+    return client.get_experiment(client.get_run(run_id).info.experiment_id).name
