@@ -320,7 +320,9 @@ def _describe_validation_error(
             continue
         origin = sources.get(path)
         where = f" (from {origin.source})" if origin else ""
-        problems.append(f"{spec.flat}={error.get('input')!r}{where}: {message}")
+        value = error.get("input")
+        shown = value if isinstance(value, str) and value.strip() else repr(value)
+        problems.append(f"{spec.flat}={shown}{where}: {message}")
     return "invalid configuration: " + "; ".join(problems)
 
 

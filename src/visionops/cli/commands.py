@@ -20,15 +20,18 @@ def train_config(args: argparse.Namespace, environ: dict[str, str] | None = None
     env_values = config_overrides_from_env(list(CONFIG_FIELDS), environ)
     env_overrides = [Override(f, v, f"VISIONOPS_{f.upper()}") for f, v in env_values.items()]
     resume = getattr(args, "resume", None)
-    if resume is None:
+    recipe, config_file = getattr(args, "recipe", None), getattr(args, "config", None)
+    if resume is None or recipe or config_file:
+        # A fresh run, or a resume that repeats the original command: train() checks that the
+        # resolved configuration still matches the one saved with the run.
         from visionops.recipes import get_recipe
 
-        base = get_recipe(getattr(args, "recipe", None) or "default")
-        file_overrides = overrides_from_file(Path(args.config)) if getattr(args, "config", None) else []
-        return resolve_config(base, [*file_overrides, *env_overrides, *flags])
+        base = get_recipe(recipe or "default")
+        file_overrides = overrides_from_file(Path(config_file)) if config_file else []
+        resume_override = [Override("resume", resume, "--resume")] if resume else []
+        return resolve_config(base, [*file_overrides, *env_overrides, *flags, *resume_override])
 
-    if getattr(args, "recipe", None) or getattr(args, "config", None):
-        raise ConfigError("--resume keeps the run's saved configuration; drop --recipe/--config")
+    # A bare --resume starts from the configuration saved with the run.
     from visionops.training.trainer import saved_run
 
     defaults = resolve_config(TrainConfig(), [o for o in [*env_overrides, *flags] if o.field == "output_dir"])

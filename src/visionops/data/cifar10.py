@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import urllib.error
 from pathlib import Path
 
@@ -20,6 +21,14 @@ class _CIFAR10Files(CIFAR10):
     def _check_integrity(self) -> bool:
         folder = Path(self.root) / self.base_folder
         return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+    def _load_meta(self) -> None:
+        path = Path(self.root) / self.base_folder / self.meta["filename"]
+        if not path.is_file():
+            raise RuntimeError(f"{path} is missing")
+        with path.open("rb") as handle:
+            self.classes = pickle.load(handle, encoding="latin1")[self.meta["key"]]
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
 
 def _load_split(root: Path, train: bool) -> _CIFAR10Files:

@@ -1,0 +1,38 @@
+"""Shared fixtures: an isolated MLflow store per test and a tiny, fast training config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from visionops.config import TrainConfig, with_fields
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's MLflow/visionops settings or writes into the checkout."""
+    for name in list(os.environ):
+        if name.startswith(("VISIONOPS_", "MLFLOW_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("VISIONOPS_PROGRESS", "plain")
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path, tracking_uri: str) -> TrainConfig:
+    """A few seconds of training on generated data, tracked in this test's own store."""
+    from visionops.recipes import get_recipe
+
+    return with_fields(
+        get_recipe("debug"),
+        tracking_uri=tracking_uri,
+        output_dir=str(tmp_path / "outputs"),
+        experiment="tests",
+    )

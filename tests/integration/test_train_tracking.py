@@ -1,0 +1,119 @@
+"""A real training run on synthetic data, checked through what MLflow recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from visionops.config import CONFIG_FIELDS, TrainConfig, with_fields
+from visionops.data import build_data
+from visionops.models import ImageClassifier, create_model
+from visionops.training import checkpoint as ckpt
+from visionops.training import train
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, object, Path]:
+    root = tmp_path_factory.mktemp("train")
+    mlflow.set_system_metrics_sampling_interval(1)
+    cfg = TrainConfig(
+        epochs=3,
+        data={"dataset": "synthetic", "synthetic_size": 3000, "batch_size": 64, "eval_batch_size": 300},
+        model={"name": "resnet9", "width_multiplier": 0.5},
+        optim={"lr": 0.1, "warmup_epochs": 1, "label_smoothing": 0.1},
+        tracking={
+            "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+            "experiment": "integration",
+            "register_as": "tiny-classifier",
+            "log_every_n_steps": 5,
+        },
+        checkpoint={"output_dir": str(root / "outputs")},
+    )
+    try:
+        result = train(cfg)
+    finally:
+        mlflow.set_system_metrics_sampling_interval(None)
+    return cfg, result, root
+
+
+def test_the_model_learns(trained) -> None:
+    _, result, _ = trained
+    assert result.metrics["val_accuracy"] > 0.5  # chance is 0.1
+    assert result.epochs_completed == 3
+
+
+def test_params_tags_and_status(trained) -> None:
+    cfg, result, _ = trained
+    run = MlflowClient().get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert len(run.data.params) == len(CONFIG_FIELDS)
+    assert run.data.params["model.name"] == "resnet9"
+    assert run.data.params["optim.lr"] == "0.1"
+    assert run.data.params["data.dataset"] == "synthetic"
+    tags = run.data.tags
+    assert tags["torch.version"] == torch.__version__
+    assert tags["visionops.version"] and tags["hostname"] and tags["device"].startswith("cpu")
+    assert MlflowClient().get_experiment(run.info.experiment_id).name == "integration"
+
+
+def test_per_batch_and_per_epoch_metrics(trained) -> None:
+    cfg, result, _ = trained
+    client = MlflowClient()
+    steps_per_epoch = 2700 // 64
+    total_steps = 3 * steps_per_epoch
+    loss = client.get_metric_history(result.run_id, "train/step_loss")
+    expected_steps = sorted(
+        {s for s in range(1, total_steps + 1) if s % 5 == 0} | {steps_per_epoch * e for e in (1, 2, 3)}
+    )
+    assert sorted(m.step for m in loss) == expected_steps
+    assert len(client.get_metric_history(result.run_id, "train/lr")) == len(expected_steps)
+    assert all(m.value > 0 for m in client.get_metric_history(result.run_id, "train/images_per_sec"))
+
+    val_acc = client.get_metric_history(result.run_id, "epoch/val_accuracy")
+    assert [m.step for m in val_acc] == [1, 2, 3]
+    assert val_acc[-1].value == pytest.approx(result.metrics["val_accuracy"])
+    for key in ("epoch/train_loss", "epoch/train_accuracy", "epoch/val_loss", "epoch/epoch_time_sec"):
+        assert len(client.get_metric_history(result.run_id, key)) == 3
+    run = client.get_run(result.run_id)
+    assert len(run.data.metrics) > 0
+    assert any(key.startswith("system/") for key in run.data.metrics), "system metrics were not logged"
+    assert "val/class_accuracy/glyph_0" in run.data.metrics
+
+
+def test_artifacts(trained) -> None:
+    cfg, result, root = trained
+    names = {a.path for a in MlflowClient().list_artifacts(result.run_id)}
+    assert {"config.yaml", "training_curves.png", "val_confusion_matrix.png", "val_confusion_matrix.json"} <= names
+    config_yaml = result.run_dir / "config.yaml"
+    assert config_yaml.is_file()
+    assert ckpt.list_checkpoints(result.run_dir), "no checkpoint next to config.yaml"
+    confusion = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/val_confusion_matrix.json")
+    assert sum(map(sum, confusion["matrix"])) == 300
+
+
+def test_logged_model_predicts_like_the_trained_one(trained) -> None:
+    cfg, result, _ = trained
+    data = build_data(cfg.data, cfg.seed)
+    _, state = ckpt.load_newest_valid(result.run_dir)
+    in_memory = ImageClassifier(
+        create_model("resnet9", 10, width_multiplier=0.5), data.mean, data.std
+    )
+    in_memory.load_state_dict(state["model"])
+    in_memory.eval()
+
+    loaded = mlflow.pytorch.load_model(result.model_uri)
+    images = torch.rand(6, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), in_memory(images), rtol=1e-5, atol=1e-5)
+
+    info = mlflow.models.get_model_info(result.model_uri)
+    assert tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 3, 32, 32)
+    assert info.saved_input_example_info is not None
+    version = MlflowClient().get_model_version("tiny-classifier", str(result.registered_version))
+    assert version.run_id == result.run_id
