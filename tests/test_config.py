@@ -30,7 +30,9 @@ def test_precedence_flag_over_env_over_file_over_recipe_over_default(tmp_path: P
     overrides.write_text(yaml.safe_dump({"optim": {"lr": 0.3, "momentum": 0.8}, "seed": 7}))
     environ = {"VISIONOPS_LR": "0.2", "VISIONOPS_EPOCHS": "6"}
 
-    cfg = train_config(_args("--recipe", "quickstart", "--config", str(overrides), "--lr", "0.1"), environ)
+    cfg = train_config(
+        _args("--recipe", "quickstart", "--config", str(overrides), "--lr", "0.1"), environ
+    )
 
     assert cfg.optim.lr == 0.1  # flag beats env and file
     assert cfg.epochs == 6  # env beats recipe (quickstart has 4)
@@ -64,28 +66,42 @@ def test_env_values_are_typed(tmp_path: Path) -> None:
         (["--lr", "0"], {}, "lr=0"),
         (["--lr=-1e-3"], {}, "lr=-1e-3 (from --lr): Input should be greater than 0"),
         (["--dataset", "mnist"], {}, "'cifar10', 'imagefolder' or 'synthetic'"),
-        (["--model", "vgg11"], {}, "registered models: mobilenet_v3_large, mobilenet_v3_small, resnet18, resnet9"),
+        (
+            ["--model", "vgg11"],
+            {},
+            "registered models: mobilenet_v3_large, mobilenet_v3_small, resnet18, resnet9",
+        ),
         (["--augmentations", "random_crop,rotate"], {}, "available: horizontal_flip, random_crop"),
-        (["--batch-size", "many"], {}, "batch_size=many (from --batch-size): Input should be a valid integer"),
-        (["--epochs", "2", "--warmup-epochs", "2"], {}, "warmup_epochs (2.0) must be smaller than epochs (2)"),
+        (
+            ["--batch-size", "many"],
+            {},
+            "batch_size=many (from --batch-size): Input should be a valid integer",
+        ),
+        (
+            ["--epochs", "2", "--warmup-epochs", "2"],
+            {},
+            "warmup_epochs (2.0) must be smaller than epochs (2)",
+        ),
         (["--register-as", "m", "--no-log-model"], {}, "register_as needs log_model=true"),
     ],
 )
-def test_bad_values_name_the_field_and_what_is_accepted(argv: list[str], environ: dict[str, str], expected: str) -> None:
+def test_bad_values_name_the_field_and_what_is_accepted(
+    argv: list[str], environ: dict[str, str], expected: str
+) -> None:
     with pytest.raises(ConfigError) as caught:
         train_config(_args(*argv), environ)
     assert expected in str(caught.value)
 
 
 def test_unknown_recipe_lists_the_recipes() -> None:
-    with pytest.raises(ConfigError, match="available recipes: .*debug.*quickstart"):
+    with pytest.raises(ConfigError, match=r"available recipes: .*debug.*quickstart"):
         train_config(_args("--recipe", "nope"), {})
 
 
 def test_overrides_file_rejects_unknown_fields(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"optim": {"learning_rate": 0.1}}))
-    with pytest.raises(ConfigError, match="unknown config field 'optim.learning_rate'"):
+    with pytest.raises(ConfigError, match=r"unknown config field 'optim\.learning_rate'"):
         train_config(_args("--config", str(path)), {})
 
 
@@ -93,11 +109,15 @@ def test_every_leaf_has_a_unique_flat_name_flag_and_description() -> None:
     flags = {spec.flag for spec in CONFIG_FIELDS.values()}
     assert len(flags) == len(CONFIG_FIELDS)
     assert all(spec.description for spec in CONFIG_FIELDS.values())
-    assert {"epochs", "lr", "batch_size", "model", "dataset", "data_dir", "seed", "device"} <= set(CONFIG_FIELDS)
+    assert {"epochs", "lr", "batch_size", "model", "dataset", "data_dir", "seed", "device"} <= set(
+        CONFIG_FIELDS
+    )
 
 
 def test_flattened_params_and_yaml_round_trip(tmp_path: Path) -> None:
-    cfg = resolve_config(TrainConfig(), [Override("lr", 0.05, "test"), Override("augmentations", "random_crop", "t")])
+    cfg = resolve_config(
+        TrainConfig(), [Override("lr", 0.05, "test"), Override("augmentations", "random_crop", "t")]
+    )
     params = flatten_config(cfg)
     assert params["optim.lr"] == "0.05"
     assert params["model.name"] == "resnet18"

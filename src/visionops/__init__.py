@@ -1,8 +1,8 @@
 """visionops: train, track and ship image classifiers.
 
-    >>> import visionops
-    >>> cfg = visionops.TrainConfig(epochs=2, data={"dataset": "synthetic"})
-    >>> result = visionops.train(cfg)  # doctest: +SKIP
+>>> import visionops
+>>> cfg = visionops.TrainConfig(epochs=2, data={"dataset": "synthetic"})
+>>> result = visionops.train(cfg)  # doctest: +SKIP
 """
 
 from __future__ import annotations

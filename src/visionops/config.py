@@ -39,7 +39,9 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Which images to train on and how they are batched and augmented."""
 
-    dataset: DatasetName = Field("cifar10", description="Dataset: cifar10, imagefolder or synthetic.")
+    dataset: DatasetName = Field(
+        "cifar10", description="Dataset: cifar10, imagefolder or synthetic."
+    )
     data_dir: Path = Field(
         Path("./data"), description="Folder holding the dataset (cifar10, imagefolder)."
     )
@@ -84,10 +86,13 @@ class ModelConfig(_Section):
     """Which network to build."""
 
     name: str = Field(
-        "resnet18", description="Model name (see `visionops models`).", json_schema_extra={"flat": "model"}
+        "resnet18",
+        description="Model name (see `visionops models`).",
+        json_schema_extra={"flat": "model"},
     )
     small_input_stem: bool = Field(
-        True, description="Use a stride-1 stem for small (32x32) images instead of the ImageNet one."
+        True,
+        description="Use a stride-1 stem for small (32x32) images instead of the ImageNet one.",
     )
     width_multiplier: float = Field(
         1.0, gt=0, le=4, description="Channel width multiplier (models that support it)."
@@ -99,7 +104,9 @@ class ModelConfig(_Section):
         from visionops.models import list_models
 
         if value not in list_models():
-            raise ValueError(f"unknown model {value!r}; registered models: {', '.join(list_models())}")
+            raise ValueError(
+                f"unknown model {value!r}; registered models: {', '.join(list_models())}"
+            )
         return value
 
 
@@ -110,7 +117,9 @@ class OptimConfig(_Section):
     lr: float = Field(0.1, gt=0, description="Peak learning rate.")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (AdamW beta1).")
     nesterov: bool = Field(True, description="Nesterov momentum for SGD.")
-    weight_decay: float = Field(5e-4, ge=0, description="Weight decay (not applied to norms/biases).")
+    weight_decay: float = Field(
+        5e-4, ge=0, description="Weight decay (not applied to norms/biases)."
+    )
     schedule: Literal["onecycle", "cosine", "constant"] = Field(
         "onecycle", description="Learning-rate schedule: onecycle, cosine or constant."
     )
@@ -127,7 +136,8 @@ class TrackingConfig(_Section):
     """Where and how the run is recorded in MLflow."""
 
     tracking_uri: str | None = Field(
-        None, description="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
+        None,
+        description="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).",
     )
     experiment: str | None = Field(
         None, description="MLflow experiment (default: MLFLOW_EXPERIMENT_NAME, else 'visionops')."
@@ -136,7 +146,9 @@ class TrackingConfig(_Section):
     register_as: str | None = Field(
         None, description="Register the final model under this name in the MLflow registry."
     )
-    log_every_n_steps: int = Field(10, ge=1, description="Per-batch metrics every N optimizer steps.")
+    log_every_n_steps: int = Field(
+        10, ge=1, description="Per-batch metrics every N optimizer steps."
+    )
     system_metrics: bool = Field(True, description="Log MLflow system metrics (CPU, memory, GPU).")
     log_model: bool = Field(True, description="Log the final model to MLflow.")
 
@@ -145,7 +157,8 @@ class CheckpointConfig(_Section):
     """Where checkpoints go and how a run resumes."""
 
     output_dir: Path = Field(
-        Path("outputs"), description="Runs write to OUTPUT_DIR/<run id>/ (config.yaml, checkpoints)."
+        Path("outputs"),
+        description="Runs write to OUTPUT_DIR/<run id>/ (config.yaml, checkpoints).",
     )
     checkpoint_every_n_steps: int = Field(
         0, ge=0, description="Also checkpoint every N optimizer steps (0: only at epoch ends)."
@@ -185,7 +198,9 @@ class TrainConfig(_Section):
                 f"({self.epochs})"
             )
         if self.tracking.register_as and not self.tracking.log_model:
-            raise ValueError("register_as needs log_model=true: only a logged model can be registered")
+            raise ValueError(
+                "register_as needs log_model=true: only a logged model can be registered"
+            )
         return self
 
 
@@ -213,7 +228,11 @@ class FieldSpec:
 
     @property
     def choices(self) -> tuple[Any, ...] | None:
-        return typing.get_args(self.annotation) if typing.get_origin(self.annotation) is Literal else None
+        return (
+            typing.get_args(self.annotation)
+            if typing.get_origin(self.annotation) is Literal
+            else None
+        )
 
 
 def _collect_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[FieldSpec]:
@@ -225,7 +244,9 @@ def _collect_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> lis
             continue
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         flat = str(extra.get("flat", name))
-        specs.append(FieldSpec(flat, (*prefix, name), annotation, info.description or "", info.default))
+        specs.append(
+            FieldSpec(flat, (*prefix, name), annotation, info.description or "", info.default)
+        )
     return specs
 
 
@@ -270,8 +291,10 @@ def overrides_from_file(path: Path) -> list[Override]:
     flat: dict[str, Any] = {}
     for key, value in loaded.items():
         section = TrainConfig.model_fields.get(key)
-        is_section = section is not None and isinstance(section.annotation, type) and issubclass(
-            section.annotation, BaseModel
+        is_section = (
+            section is not None
+            and isinstance(section.annotation, type)
+            and issubclass(section.annotation, BaseModel)
         )
         if is_section and isinstance(value, dict):
             for leaf, leaf_value in value.items():

@@ -19,7 +19,7 @@ class CheckpointError(VisionOpsError):
     """No usable checkpoint exists where one was asked for."""
 
 
-class TrainingInterrupted(VisionOpsError):  # noqa: N818 - it is a user-facing outcome, not a bug
+class TrainingInterrupted(VisionOpsError):
     """Training stopped on SIGINT/SIGTERM after writing a checkpoint."""
 
     def __init__(self, message: str, checkpoint: str, run_id: str | None) -> None:

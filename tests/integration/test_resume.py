@@ -37,9 +37,13 @@ def _env() -> dict[str, str]:
     return {**os.environ, "VISIONOPS_PROGRESS": "plain"}
 
 
-def _run_until(command: list[str], stop_when: Callable[[str], bool], sig: signal.Signals) -> tuple[int, str]:
+def _run_until(
+    command: list[str], stop_when: Callable[[str], bool], sig: signal.Signals
+) -> tuple[int, str]:
     """Start ``command``, send ``sig`` once a stderr line satisfies ``stop_when``."""
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen(
+        command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env()
+    )
     seen = []
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -50,7 +54,7 @@ def _run_until(command: list[str], stop_when: Callable[[str], bool], sig: signal
     else:
         proc.wait()
         pytest.fail("the run ended before the signal could be sent:\n" + "".join(seen))
-    rest_out, rest_err = proc.communicate(timeout=120)
+    _, rest_err = proc.communicate(timeout=120)
     return proc.returncode, "".join(seen) + rest_err
 
 
@@ -62,7 +66,9 @@ def _finish(command: list[str]) -> dict:
 
 def _history(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float]]]:
     keys = [k for k in client.get_run(run_id).data.metrics if not k.startswith(_NON_DETERMINISTIC)]
-    return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in keys}
+    return {
+        k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in keys
+    }
 
 
 def _final_state(run_dir: Path) -> dict:
@@ -96,7 +102,10 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path: Path) -> None:
         assert torch.equal(tensor, actual["model"][name]), f"weights differ in {name}"
     assert resumed["metrics"] == reference["metrics"]
 
-    reference_metrics, resumed_metrics = _history(client, reference["run_id"]), _history(client, run_id)
+    reference_metrics, resumed_metrics = (
+        _history(client, reference["run_id"]),
+        _history(client, run_id),
+    )
     assert reference_metrics == resumed_metrics
     for key in client.get_run(run_id).data.metrics:
         steps = [m.step for m in client.get_metric_history(run_id, key)]
@@ -121,7 +130,9 @@ def test_sigint_checkpoints_marks_the_run_killed_and_resumes(tmp_path: Path) -> 
     stopped_at = _final_state(outputs / run_id)["progress"]
     assert stopped_at["epoch"] == 0 and 5 <= stopped_at["step"] < 1080 // 32
 
-    resumed = _finish([sys.executable, "-m", "visionops", "train", "--resume", str(outputs / run_id), "--json"])
+    resumed = _finish(
+        [sys.executable, "-m", "visionops", "train", "--resume", str(outputs / run_id), "--json"]
+    )
 
     assert resumed["run_id"] == run_id
     assert client.get_run(run_id).info.status == "FINISHED"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from visionops.config import CONFIG_FIELDS, TrainConfig, with_fields
+from visionops.config import CONFIG_FIELDS, TrainConfig
 from visionops.data import build_data
 from visionops.models import ImageClassifier, create_model
 from visionops.training import checkpoint as ckpt
@@ -24,7 +24,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, obje
     mlflow.set_system_metrics_sampling_interval(1)
     cfg = TrainConfig(
         epochs=3,
-        data={"dataset": "synthetic", "synthetic_size": 3000, "batch_size": 64, "eval_batch_size": 300},
+        data={
+            "dataset": "synthetic",
+            "synthetic_size": 3000,
+            "batch_size": 64,
+            "eval_batch_size": 300,
+        },
         model={"name": "resnet9", "width_multiplier": 0.5},
         optim={"lr": 0.1, "warmup_epochs": 1, "label_smoothing": 0.1},
         tracking={
@@ -49,7 +54,7 @@ def test_the_model_learns(trained) -> None:
 
 
 def test_params_tags_and_status(trained) -> None:
-    cfg, result, _ = trained
+    _, result, _ = trained
     run = MlflowClient().get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert len(run.data.params) == len(CONFIG_FIELDS)
@@ -63,33 +68,48 @@ def test_params_tags_and_status(trained) -> None:
 
 
 def test_per_batch_and_per_epoch_metrics(trained) -> None:
-    cfg, result, _ = trained
+    _, result, _ = trained
     client = MlflowClient()
     steps_per_epoch = 2700 // 64
     total_steps = 3 * steps_per_epoch
     loss = client.get_metric_history(result.run_id, "train/step_loss")
     expected_steps = sorted(
-        {s for s in range(1, total_steps + 1) if s % 5 == 0} | {steps_per_epoch * e for e in (1, 2, 3)}
+        {s for s in range(1, total_steps + 1) if s % 5 == 0}
+        | {steps_per_epoch * e for e in (1, 2, 3)}
     )
     assert sorted(m.step for m in loss) == expected_steps
     assert len(client.get_metric_history(result.run_id, "train/lr")) == len(expected_steps)
-    assert all(m.value > 0 for m in client.get_metric_history(result.run_id, "train/images_per_sec"))
+    assert all(
+        m.value > 0 for m in client.get_metric_history(result.run_id, "train/images_per_sec")
+    )
 
     val_acc = client.get_metric_history(result.run_id, "epoch/val_accuracy")
     assert [m.step for m in val_acc] == [1, 2, 3]
     assert val_acc[-1].value == pytest.approx(result.metrics["val_accuracy"])
-    for key in ("epoch/train_loss", "epoch/train_accuracy", "epoch/val_loss", "epoch/epoch_time_sec"):
+    for key in (
+        "epoch/train_loss",
+        "epoch/train_accuracy",
+        "epoch/val_loss",
+        "epoch/epoch_time_sec",
+    ):
         assert len(client.get_metric_history(result.run_id, key)) == 3
     run = client.get_run(result.run_id)
     assert len(run.data.metrics) > 0
-    assert any(key.startswith("system/") for key in run.data.metrics), "system metrics were not logged"
+    assert any(key.startswith("system/") for key in run.data.metrics), (
+        "system metrics were not logged"
+    )
     assert "val/class_accuracy/glyph_0" in run.data.metrics
 
 
 def test_artifacts(trained) -> None:
-    cfg, result, root = trained
+    _, result, _ = trained
     names = {a.path for a in MlflowClient().list_artifacts(result.run_id)}
-    assert {"config.yaml", "training_curves.png", "val_confusion_matrix.png", "val_confusion_matrix.json"} <= names
+    assert {
+        "config.yaml",
+        "training_curves.png",
+        "val_confusion_matrix.png",
+        "val_confusion_matrix.json",
+    } <= names
     config_yaml = result.run_dir / "config.yaml"
     assert config_yaml.is_file()
     assert ckpt.list_checkpoints(result.run_dir), "no checkpoint next to config.yaml"

@@ -52,7 +52,9 @@ def test_rng_state_survives_a_checkpoint(tmp_path: Path) -> None:
     expected = (random.random(), np.random.rand(), torch.rand(2))
     restore_rng_state(ckpt.load_checkpoint(path)["rng"])
     again = (random.random(), np.random.rand(), torch.rand(2))
-    assert expected[0] == again[0] and expected[1] == again[1] and torch.equal(expected[2], again[2])
+    assert (
+        expected[0] == again[0] and expected[1] == again[1] and torch.equal(expected[2], again[2])
+    )
 
 
 def test_newest_first_and_pruning_keeps_the_last_k(tmp_path: Path) -> None:
@@ -61,7 +63,10 @@ def test_newest_first_and_pruning_keeps_the_last_k(tmp_path: Path) -> None:
     stale_tmp = tmp_path / ckpt.CHECKPOINT_DIR / ".step-000000050.pt.abc.tmp"
     stale_tmp.write_bytes(b"partial")
     ckpt.prune_checkpoints(tmp_path, keep=2)
-    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-000000040.pt", "step-000000030.pt"]
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [
+        "step-000000040.pt",
+        "step-000000030.pt",
+    ]
     assert not stale_tmp.exists()
 
 
@@ -72,7 +77,9 @@ def test_corrupt_newest_checkpoint_falls_back_with_a_warning(
     _write(tmp_path, 1)
     newest = _write(tmp_path, 2)
     data = newest.read_bytes()
-    newest.write_bytes({"truncate": data[: len(data) // 2], "garbage": os.urandom(len(data)), "empty": b""}[damage])
+    newest.write_bytes(
+        {"truncate": data[: len(data) // 2], "garbage": os.urandom(len(data)), "empty": b""}[damage]
+    )
 
     with caplog.at_level(logging.WARNING):
         path, state = ckpt.load_newest_valid(tmp_path)
@@ -133,10 +140,12 @@ from pathlib import Path
 from visionops.training import checkpoint as ckpt
 run_dir = Path(sys.argv[1])
 base = {"optimizer": {}, "scheduler": {}, "rng": {}, "run_id": "r"}
-ckpt.save_checkpoint({**base, "model": {"w": torch.ones(4)}, "progress": {"step": 1}}, ckpt.checkpoint_path(run_dir, 1))
+first = {**base, "model": {"w": torch.ones(4)}, "progress": {"step": 1}}
+ckpt.save_checkpoint(first, ckpt.checkpoint_path(run_dir, 1))
 print("first saved", flush=True)
 big = torch.randn(200_000_000 // 4)  # 200 MB: long enough to be killed mid-write
-ckpt.save_checkpoint({**base, "model": {"w": big}, "progress": {"step": 2}}, ckpt.checkpoint_path(run_dir, 2))
+second = {**base, "model": {"w": big}, "progress": {"step": 2}}
+ckpt.save_checkpoint(second, ckpt.checkpoint_path(run_dir, 2))
 print("second saved", flush=True)
 """
 
@@ -144,7 +153,9 @@ print("second saved", flush=True)
 @pytest.mark.integration
 def test_kill_during_save_leaves_the_previous_checkpoint_loadable(tmp_path: Path) -> None:
     folder = tmp_path / ckpt.CHECKPOINT_DIR
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "first saved"
         deadline = time.monotonic() + 60

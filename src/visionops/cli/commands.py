@@ -6,11 +6,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from visionops.config import CONFIG_FIELDS, Override, TrainConfig, overrides_from_file, overrides_from_mapping, resolve_config
-from visionops.env import config_overrides_from_env
-from visionops.errors import ConfigError
-from visionops.cli.parser import config_flag_values
 from visionops.cli.output import emit, mlflow_ui_hint
+from visionops.cli.parser import config_flag_values
+from visionops.config import (
+    CONFIG_FIELDS,
+    Override,
+    TrainConfig,
+    overrides_from_file,
+    overrides_from_mapping,
+    resolve_config,
+)
+from visionops.env import config_overrides_from_env
 
 
 def train_config(args: argparse.Namespace, environ: dict[str, str] | None = None) -> TrainConfig:
@@ -34,9 +40,13 @@ def train_config(args: argparse.Namespace, environ: dict[str, str] | None = None
     # A bare --resume starts from the configuration saved with the run.
     from visionops.training.trainer import saved_run
 
-    defaults = resolve_config(TrainConfig(), [o for o in [*env_overrides, *flags] if o.field == "output_dir"])
+    defaults = resolve_config(
+        TrainConfig(), [o for o in [*env_overrides, *flags] if o.field == "output_dir"]
+    )
     run_dir, saved = saved_run(resume, defaults.checkpoint.output_dir)
-    return resolve_config(saved, [*env_overrides, *flags, Override("resume", str(run_dir), "--resume")])
+    return resolve_config(
+        saved, [*env_overrides, *flags, Override("resume", str(run_dir), "--resume")]
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -74,12 +84,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     overrides = overrides_from_mapping(
-        {k: v for k, v in {"dataset": args.dataset, "data_dir": args.data_dir, "device": args.device}.items() if v},
+        {
+            k: v
+            for k, v in {
+                "dataset": args.dataset,
+                "data_dir": args.data_dir,
+                "device": args.device,
+            }.items()
+            if v
+        },
         "command line",
     )
     from visionops.training.model_eval import evaluate_model
 
-    evaluation = evaluate_model(args.model_uri, args.split, overrides, tracking_uri=args.tracking_uri)
+    evaluation = evaluate_model(
+        args.model_uri, args.split, overrides, tracking_uri=args.tracking_uri
+    )
     result = evaluation.result
     payload = {
         "model_uri": evaluation.model_uri,
@@ -87,15 +107,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "run_id": evaluation.run_id,
         "source_run_id": evaluation.source_run_id,
         "metrics": {"accuracy": result.accuracy, "loss": result.loss},
-        "per_class_accuracy": dict(zip(evaluation.classes, result.per_class_accuracy)),
+        "per_class_accuracy": dict(zip(evaluation.classes, result.per_class_accuracy, strict=True)),
         "confusion_matrix": result.confusion.tolist(),
         "num_images": result.num_images,
     }
     lines = [
-        f"model:     {evaluation.model_uri} on the {evaluation.split} split ({result.num_images} images)",
+        f"model:     {evaluation.model_uri}",
+        f"split:     {evaluation.split} ({result.num_images} images)",
         f"accuracy:  {result.accuracy:.4f}",
         f"loss:      {result.loss:.4f}",
-        *(f"  {name:<14} {acc:.4f}" for name, acc in zip(evaluation.classes, result.per_class_accuracy)),
+        *(
+            f"  {name:<14} {acc:.4f}"
+            for name, acc in zip(evaluation.classes, result.per_class_accuracy, strict=True)
+        ),
         f"logged to MLflow run {evaluation.run_id}",
     ]
     emit(lines, payload, args.json)
@@ -106,7 +130,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     from visionops.models import model_specs
 
     specs = model_specs()
-    payload = {"models": [{"name": s.name, "description": s.description, "width_multiplier": s.supports_width} for s in specs]}
+    payload = {
+        "models": [
+            {"name": s.name, "description": s.description, "width_multiplier": s.supports_width}
+            for s in specs
+        ]
+    }
     emit([f"{s.name:<20} {s.description}" for s in specs], payload, args.json)
     return 0
 
@@ -135,4 +164,3 @@ COMMANDS = {
     "recipes": cmd_recipes,
     "augmentations": cmd_augmentations,
 }
-

@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train",
         help="train a model (tracked in MLflow, resumable)",
-        description="Train a model. Precedence: flag > VISIONOPS_<FIELD> > --config file > --recipe > defaults.",
+        description="Train a model. Precedence: flag > VISIONOPS_<FIELD> > --config file > "
+        "--recipe > defaults.",
         argument_default=argparse.SUPPRESS,
     )
     train.add_argument("--recipe", help="named recipe to start from (see `visionops recipes`)")
@@ -47,12 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate a logged model and record the result in MLflow",
         description="Evaluate an MLflow model on the data split its training run used.",
     )
-    evaluate.add_argument("--model-uri", required=True, help="MLflow model URI (models:/NAME/VERSION, runs:/...)")
-    evaluate.add_argument("--split", default="val", choices=["train", "val", "test"], help="split to evaluate")
+    evaluate.add_argument(
+        "--model-uri", required=True, help="MLflow model URI (models:/NAME/VERSION, runs:/...)"
+    )
+    evaluate.add_argument(
+        "--split", default="val", choices=["train", "val", "test"], help="split to evaluate"
+    )
     evaluate.add_argument("--dataset", help="override the training run's dataset")
     evaluate.add_argument("--data-dir", help="override the training run's data folder")
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device to evaluate on")
-    evaluate.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
+    evaluate.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)"
+    )
     _add_json_flag(evaluate)
 
     models = commands.add_parser("models", help="list the registered model architectures")
@@ -77,7 +84,9 @@ def _add_config_flag(group: argparse._ArgumentGroup, spec: FieldSpec) -> None:
     default = ",".join(spec.default) if isinstance(spec.default, tuple) else spec.default
     help_text = f"{spec.description} [{config_env_var(spec.flat)}; default: {default}]"
     if spec.annotation is bool:
-        group.add_argument(spec.flag, dest=spec.flat, action=argparse.BooleanOptionalAction, help=help_text)
+        group.add_argument(
+            spec.flag, dest=spec.flat, action=argparse.BooleanOptionalAction, help=help_text
+        )
     else:
         group.add_argument(spec.flag, dest=spec.flat, metavar=_metavar(spec), help=help_text)
 
@@ -85,9 +94,18 @@ def _add_config_flag(group: argparse._ArgumentGroup, spec: FieldSpec) -> None:
 def _metavar(spec: FieldSpec) -> str:
     if spec.choices:
         return describe_type(spec.annotation)
-    return describe_type(spec.annotation).removesuffix(" or None").replace("comma-separated list", "A,B").upper()
+    return (
+        describe_type(spec.annotation)
+        .removesuffix(" or None")
+        .replace("comma-separated list", "A,B")
+        .upper()
+    )
 
 
 def config_flag_values(args: argparse.Namespace) -> dict[str, object]:
     """The config fields given on the command line (argparse suppressed the others)."""
-    return {flat: getattr(args, flat) for flat in CONFIG_FIELDS if flat not in _SPECIAL and hasattr(args, flat)}
+    return {
+        flat: getattr(args, flat)
+        for flat in CONFIG_FIELDS
+        if flat not in _SPECIAL and hasattr(args, flat)
+    }

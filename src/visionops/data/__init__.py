@@ -1,10 +1,10 @@
 """Datasets, splits and loaders.
 
-    >>> from visionops.config import DataConfig
-    >>> from visionops.data import build_data
-    >>> data = build_data(DataConfig(dataset="synthetic", synthetic_size=200), seed=0)
-    >>> len(data.train), len(data.val), data.classes[:2]
-    (180, 20, ('glyph_0', 'glyph_1'))
+>>> from visionops.config import DataConfig
+>>> from visionops.data import build_data
+>>> data = build_data(DataConfig(dataset="synthetic", synthetic_size=200), seed=0)
+>>> len(data.train), len(data.val), data.classes[:2]
+(180, 20, ('glyph_0', 'glyph_1'))
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class DataBundle:
 
     @property
     def num_train(self) -> int:
-        return len(self.train)  # type: ignore[arg-type]
+        return _size(self.train)
 
     @property
     def num_classes(self) -> int:
@@ -60,7 +60,9 @@ class DataBundle:
             return self.val
         if name == "test" and self.test is not None:
             return self.test
-        raise DataError(f"this dataset has no {name!r} split; available: {', '.join(self.split_names)}")
+        raise DataError(
+            f"this dataset has no {name!r} split; available: {', '.join(self.split_names)}"
+        )
 
     @property
     def split_names(self) -> list[str]:
@@ -70,16 +72,19 @@ class DataBundle:
 def build_data(cfg: DataConfig, seed: int) -> DataBundle:
     """Load ``cfg.dataset`` and carve a validation split that depends only on ``seed``."""
     full, test, classes = _load_source(cfg, seed)
-    num_val = max(1, round(len(full) * cfg.val_fraction))
-    if num_val >= len(full):
-        raise DataError(f"val_fraction={cfg.val_fraction} leaves no training images out of {len(full)}")
-    order = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed)).tolist()
+    size = _size(full)
+    num_val = max(1, round(size * cfg.val_fraction))
+    if num_val >= size:
+        raise DataError(f"val_fraction={cfg.val_fraction} leaves no training images out of {size}")
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
     train, val = Subset(full, order[num_val:]), Subset(full, order[:num_val])
     mean, std = _channel_stats(train, cfg.image_size)
     return DataBundle(train, val, test, classes, cfg.image_size, mean, std)
 
 
-def _load_source(cfg: DataConfig, seed: int) -> tuple[Dataset[Any], Dataset[Any] | None, tuple[str, ...]]:
+def _load_source(
+    cfg: DataConfig, seed: int
+) -> tuple[Dataset[Any], Dataset[Any] | None, tuple[str, ...]]:
     if cfg.dataset == "synthetic":
         from visionops.data.synthetic import CLASS_NAMES, make_synthetic
         from visionops.data.tensor_dataset import TensorImageDataset
@@ -95,28 +100,44 @@ def _load_source(cfg: DataConfig, seed: int) -> tuple[Dataset[Any], Dataset[Any]
     return load_imagefolder(cfg.data_dir)
 
 
-def _channel_stats(train: Dataset[Any], image_size: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    count = min(len(train), _STATS_SAMPLE)  # type: ignore[arg-type]
-    indices = torch.linspace(0, len(train) - 1, count).long().tolist()  # type: ignore[arg-type]
+def _size(dataset: Dataset[Any]) -> int:
+    return len(dataset)  # type: ignore[arg-type]  # every dataset here is map-style and sized
+
+
+def _channel_stats(
+    train: Dataset[Any], image_size: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    count = min(_size(train), _STATS_SAMPLE)
+    indices = torch.linspace(0, _size(train) - 1, count).long().tolist()
     sample = AugmentedDataset(Subset(train, indices), build_transform(image_size), seed=0)
     images = torch.stack([sample[i][0] for i in range(count)])
     std = images.std(dim=(0, 2, 3)).clamp_min(1e-3)
     return tuple(images.mean(dim=(0, 2, 3)).tolist()), tuple(std.tolist())
 
 
-def train_loader(data: DataBundle, cfg: DataConfig, sampler: EpochSampler, seed: int, pin_memory: bool) -> DataLoader:
+def train_loader(
+    data: DataBundle, cfg: DataConfig, sampler: EpochSampler, seed: int, pin_memory: bool
+) -> DataLoader:
     """Batches of augmented training images in the order ``sampler`` dictates."""
-    dataset = AugmentedDataset(data.train, build_transform(data.image_size, cfg.augmentations), seed)
-    return _loader(dataset, cfg.batch_size, cfg.num_workers, pin_memory, sampler=sampler, drop_last=True)
+    dataset = AugmentedDataset(
+        data.train, build_transform(data.image_size, cfg.augmentations), seed
+    )
+    return _loader(
+        dataset, cfg.batch_size, cfg.num_workers, pin_memory, sampler=sampler, drop_last=True
+    )
 
 
-def eval_loader(dataset: Dataset[Any], cfg: DataConfig, image_size: int, pin_memory: bool) -> DataLoader:
+def eval_loader(
+    dataset: Dataset[Any], cfg: DataConfig, image_size: int, pin_memory: bool
+) -> DataLoader:
     """Batches of un-augmented images in dataset order."""
     wrapped = AugmentedDataset(dataset, build_transform(image_size), seed=0)
     return _loader(wrapped, cfg.eval_batch_size, cfg.num_workers, pin_memory)
 
 
-def _loader(dataset: Dataset[Any], batch_size: int, num_workers: int, pin_memory: bool, **kwargs: Any) -> DataLoader:
+def _loader(
+    dataset: Dataset[Any], batch_size: int, num_workers: int, pin_memory: bool, **kwargs: Any
+) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -35,7 +35,9 @@ def _load_split(root: Path, train: bool) -> _CIFAR10Files:
     return _CIFAR10Files(root=str(root), train=train, download=False)
 
 
-def load_cifar10(data_dir: Path, download: bool) -> tuple[TensorImageDataset, TensorImageDataset, tuple[str, ...]]:
+def load_cifar10(
+    data_dir: Path, download: bool
+) -> tuple[TensorImageDataset, TensorImageDataset, tuple[str, ...]]:
     """Train and test splits as uint8 tensors, downloading first if allowed and missing."""
     folder = data_dir / CIFAR10.base_folder
     if not folder.is_dir():

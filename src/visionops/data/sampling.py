@@ -51,7 +51,9 @@ class EpochSampler(Sampler[SampleKey]):
 class AugmentedDataset(Dataset[tuple[torch.Tensor, int]]):
     """Applies ``transform`` to a dataset of (image, label); keyed items get seeded randomness."""
 
-    def __init__(self, base: Dataset[Any], transform: Callable[[Any], torch.Tensor], seed: int) -> None:
+    def __init__(
+        self, base: Dataset[Any], transform: Callable[[Any], torch.Tensor], seed: int
+    ) -> None:
         self.base = base
         self.transform = transform
         self.seed = seed

@@ -33,8 +33,10 @@ def _class_glyphs(generator: torch.Generator) -> torch.Tensor:
     return torch.stack(glyphs).float()
 
 
-def _paste(canvas: torch.Tensor, masks: torch.Tensor, colors: torch.Tensor, g: torch.Generator) -> None:
-    """Paint each mask (N, h, w) in its colour (N, 3) at a random position of canvas (N, 3, S, S)."""
+def _paste(
+    canvas: torch.Tensor, masks: torch.Tensor, colors: torch.Tensor, g: torch.Generator
+) -> None:
+    """Paint each mask (N, h, w) in its colour (N, 3) at a random spot of canvas (N, 3, S, S)."""
     n, h, w = masks.shape
     size = canvas.shape[-1]
     rows = torch.randint(0, size - h + 1, (n,), generator=g)
@@ -44,10 +46,14 @@ def _paste(canvas: torch.Tensor, masks: torch.Tensor, colors: torch.Tensor, g: t
     batch = torch.arange(n)[:, None, None]
     region = canvas[batch, :, ys[:, :, None], xs[:, None, :]]  # (N, h, w, 3)
     mask = masks[..., None]
-    canvas[batch, :, ys[:, :, None], xs[:, None, :]] = region * (1 - mask) + colors[:, None, None] * mask
+    canvas[batch, :, ys[:, :, None], xs[:, None, :]] = (
+        region * (1 - mask) + colors[:, None, None] * mask
+    )
 
 
-def make_synthetic(num_images: int, seed: int, image_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+def make_synthetic(
+    num_images: int, seed: int, image_size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (uint8, N x 3 x S x S) and labels (int64, N), identical for identical arguments."""
     glyphs = _class_glyphs(torch.Generator().manual_seed(_GLYPH_SEED))
     g = torch.Generator().manual_seed(seed)
@@ -55,7 +61,9 @@ def make_synthetic(num_images: int, seed: int, image_size: int = 32) -> tuple[to
     labels = labels[torch.randperm(num_images, generator=g)]
 
     background = torch.rand(num_images, 3, 1, 1, generator=g)
-    canvas = background + _NOISE_STD * torch.randn(num_images, 3, image_size, image_size, generator=g)
+    canvas = background + _NOISE_STD * torch.randn(
+        num_images, 3, image_size, image_size, generator=g
+    )
     canvas = canvas.clamp(0, 1)
 
     # Distractors are symmetric blobs of the glyphs' own density: the net must learn the shapes.

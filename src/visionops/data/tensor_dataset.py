@@ -9,7 +9,10 @@ from torch.utils.data import Dataset
 class TensorImageDataset(Dataset[tuple[torch.Tensor, int]]):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected uint8 images of shape N x 3 x H x W, got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(
+                "expected uint8 images of shape N x 3 x H x W, "
+                f"got {images.dtype} {tuple(images.shape)}"
+            )
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = images

@@ -13,6 +13,9 @@ from torch import nn
 
 
 class ImageClassifier(nn.Module):
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, backbone: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.backbone = backbone

@@ -63,5 +63,7 @@ def create_model(
             f"{', '.join(s.name for s in model_specs() if s.supports_width)})"
         )
     return spec.factory(
-        num_classes=num_classes, small_input_stem=small_input_stem, width_multiplier=width_multiplier
+        num_classes=num_classes,
+        small_input_stem=small_input_stem,
+        width_multiplier=width_multiplier,
     )

@@ -33,7 +33,9 @@ class _Residual(nn.Module):
 
 
 class ResNet9(nn.Module):
-    def __init__(self, num_classes: int, width_multiplier: float = 1.0, small_input_stem: bool = True):
+    def __init__(
+        self, num_classes: int, width_multiplier: float = 1.0, small_input_stem: bool = True
+    ):
         super().__init__()
         c1, c2, c3, c4 = (max(8, round(c * width_multiplier)) for c in (64, 128, 256, 512))
         # On large inputs a strided stem keeps the cost of the first layers in check.
@@ -60,4 +62,6 @@ class ResNet9(nn.Module):
     "resnet9", "Fast residual CNN for small images (Page's ResNet-9)", supports_width=True
 )
 def resnet9(num_classes: int, small_input_stem: bool, width_multiplier: float) -> nn.Module:
-    return ResNet9(num_classes, width_multiplier=width_multiplier, small_input_stem=small_input_stem)
+    return ResNet9(
+        num_classes, width_multiplier=width_multiplier, small_input_stem=small_input_stem
+    )

@@ -29,12 +29,16 @@ def _small_input_mobilenet(model: tvm.MobileNetV3) -> tvm.MobileNetV3:
 
 
 @register_model("mobilenet_v3_small", "torchvision MobileNetV3-Small")
-def mobilenet_v3_small(num_classes: int, small_input_stem: bool, width_multiplier: float) -> nn.Module:
+def mobilenet_v3_small(
+    num_classes: int, small_input_stem: bool, width_multiplier: float
+) -> nn.Module:
     model = tvm.mobilenet_v3_small(weights=None, num_classes=num_classes)
     return _small_input_mobilenet(model) if small_input_stem else model
 
 
 @register_model("mobilenet_v3_large", "torchvision MobileNetV3-Large")
-def mobilenet_v3_large(num_classes: int, small_input_stem: bool, width_multiplier: float) -> nn.Module:
+def mobilenet_v3_large(
+    num_classes: int, small_input_stem: bool, width_multiplier: float
+) -> nn.Module:
     model = tvm.mobilenet_v3_large(weights=None, num_classes=num_classes)
     return _small_input_mobilenet(model) if small_input_stem else model

@@ -40,7 +40,9 @@ def list_recipes() -> list[Recipe]:
 
 def get_recipe(name: str) -> TrainConfig:
     if name not in _RECIPES:
-        raise ConfigError(f"unknown recipe {name!r}; available recipes: {', '.join(sorted(_RECIPES))}")
+        raise ConfigError(
+            f"unknown recipe {name!r}; available recipes: {', '.join(sorted(_RECIPES))}"
+        )
     return _RECIPES[name].factory()
 
 

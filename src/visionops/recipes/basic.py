@@ -31,7 +31,9 @@ def quickstart() -> TrainConfig:
 def debug() -> TrainConfig:
     return TrainConfig(
         epochs=2,
-        data=DataConfig(dataset="synthetic", synthetic_size=400, batch_size=32, eval_batch_size=100),
+        data=DataConfig(
+            dataset="synthetic", synthetic_size=400, batch_size=32, eval_batch_size=100
+        ),
         model=ModelConfig(name="resnet9", width_multiplier=0.125),
         optim=OptimConfig(lr=0.05, warmup_epochs=0.5),
         tracking=TrackingConfig(log_every_n_steps=2, system_metrics=False),

@@ -8,9 +8,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on training machines
 
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
 
 
 def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
@@ -40,11 +40,10 @@ def confusion_matrix(confusion: torch.Tensor, classes: Sequence[str]) -> Figure:
     axis.set_ylabel("true")
     if len(classes) <= 20:
         threshold = confusion.max().item() / 2
-        for (row, col), count in zip(
-            ((r, c) for r in range(len(classes)) for c in range(len(classes))), confusion.flatten().tolist()
-        ):
-            color = "white" if count > threshold else "black"
-            axis.text(col, row, str(count), ha="center", va="center", color=color, fontsize=8)
+        for row, counts in enumerate(confusion.tolist()):
+            for col, count in enumerate(counts):
+                color = "white" if count > threshold else "black"
+                axis.text(col, row, str(count), ha="center", va="center", color=color, fontsize=8)
     figure.colorbar(image, ax=axis, fraction=0.046)
     figure.tight_layout()
     return figure

@@ -41,7 +41,9 @@ class RunTracker:
         self._sender: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
 
-    def start(self, params: Mapping[str, str], tags: Mapping[str, str], resume_run_id: str | None = None) -> str | None:
+    def start(
+        self, params: Mapping[str, str], tags: Mapping[str, str], resume_run_id: str | None = None
+    ) -> str | None:
         """Create the run (logging ``params``) or reopen ``resume_run_id``; returns the run id."""
         if not self.enabled:
             return None
@@ -85,8 +87,11 @@ class RunTracker:
             if step not in self._already_logged.get(key, ())
         ]
         if points:
-            client, run_id = MlflowClient(), self.run_id
-            self._pending.append(self._sender.submit(client.log_batch, run_id, metrics=points, synchronous=True))
+            self._pending.append(self._sender.submit(self._send, points))
+
+    def _send(self, points: list[Metric]) -> None:
+        assert self.run_id is not None
+        MlflowClient().log_batch(self.run_id, metrics=points, synchronous=True)
 
     def flush(self) -> None:
         """Wait until every queued point is stored; re-raises the first sending error."""
@@ -127,5 +132,7 @@ class RunTracker:
 def _logged_steps(run_id: str) -> dict[str, set[int]]:
     """The steps each training metric of a run already has (system metrics resume on their own)."""
     client = MlflowClient()
-    keys = [k for k in client.get_run(run_id).data.metrics if not k.startswith(SYSTEM_METRIC_PREFIX)]
+    keys = [
+        k for k in client.get_run(run_id).data.metrics if not k.startswith(SYSTEM_METRIC_PREFIX)
+    ]
     return {key: {m.step for m in client.get_metric_history(run_id, key)} for key in keys}

@@ -17,7 +17,12 @@ def git_commit() -> str | None:
     for folder in (Path(visionops.__file__).parent, Path.cwd()):
         try:
             out = subprocess.run(
-                ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5, check=True
+                ["git", "rev-parse", "HEAD"],
+                cwd=folder,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
             )
         except (OSError, subprocess.SubprocessError):
             continue

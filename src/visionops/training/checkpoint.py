@@ -74,17 +74,22 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for truncated/corrupt zips
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(state, dict) or not _REQUIRED_KEYS <= state.keys():
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not isinstance(state, dict) or not state.keys() >= _REQUIRED_KEYS:
         raise CheckpointError(f"checkpoint {path} is not a visionops checkpoint (missing keys)")
     if state["format_version"] != FORMAT_VERSION:
         raise CheckpointError(
-            f"checkpoint {path} has format {state['format_version']}, this visionops reads {FORMAT_VERSION}"
+            f"checkpoint {path} has format {state['format_version']}; "
+            f"this visionops reads format {FORMAT_VERSION}"
         )
     return state
 
 
-def load_newest_valid(run_dir: Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]]:
+def load_newest_valid(
+    run_dir: Path, map_location: str | torch.device = "cpu"
+) -> tuple[Path, dict[str, Any]]:
     """The newest checkpoint of a run that loads; warns about each newer one that does not.
 
     Raises:
@@ -119,7 +124,9 @@ def resolve_resume(resume: str, output_dir: Path) -> tuple[Path, Path | None]:
     id (a folder of ``output_dir``), a run folder, or one checkpoint file.
     """
     if resume == "latest":
-        runs = [d for d in output_dir.glob("*") if list_checkpoints(d)] if output_dir.is_dir() else []
+        runs = (
+            [d for d in output_dir.glob("*") if list_checkpoints(d)] if output_dir.is_dir() else []
+        )
         if not runs:
             raise CheckpointError(f"--resume latest: no run with checkpoints under {output_dir}")
         newest = max(runs, key=lambda d: list_checkpoints(d)[0].stat().st_mtime)

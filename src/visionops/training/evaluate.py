@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +30,9 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, runtime: Runtime, num_classes: int) -> EvalResult:
+def evaluate(
+    model: nn.Module, loader: DataLoader, runtime: Runtime, num_classes: int
+) -> EvalResult:
     was_training = model.training
     _set_mode(model, training=False)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
@@ -41,7 +44,9 @@ def evaluate(model: nn.Module, loader: DataLoader, runtime: Runtime, num_classes
             logits = model(images)
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
         pairs = labels * num_classes + logits.argmax(dim=1)
-        confusion += torch.bincount(pairs, minlength=num_classes**2).view(num_classes, num_classes).cpu()
+        confusion += (
+            torch.bincount(pairs, minlength=num_classes**2).view(num_classes, num_classes).cpu()
+        )
     _set_mode(model, training=was_training)
     total = int(confusion.sum())
     if total == 0:
@@ -50,7 +55,7 @@ def evaluate(model: nn.Module, loader: DataLoader, runtime: Runtime, num_classes
 
 
 def _set_mode(model: nn.Module, training: bool) -> None:
-    try:
+    # A torch.export module (a loaded pt2 model) refuses mode changes: it keeps the mode it was
+    # exported in, which is eval.
+    with contextlib.suppress(NotImplementedError):
         model.train(training)
-    except NotImplementedError:
-        pass  # a torch.export module (a loaded pt2 model) keeps the mode it was exported in

@@ -25,19 +25,22 @@ class FinalResult:
 def evaluation_metrics(result: EvalResult, split: str, classes: Sequence[str]) -> dict[str, float]:
     """``<split>/accuracy``, ``<split>/loss`` and ``<split>/class_accuracy/<class>``."""
     metrics = {f"{split}/accuracy": result.accuracy, f"{split}/loss": result.loss}
-    for name, accuracy in zip(classes, result.per_class_accuracy):
+    for name, accuracy in zip(classes, result.per_class_accuracy, strict=True):
         metrics[f"{split}/class_accuracy/{name}"] = accuracy
     return metrics
 
 
-def log_evaluation(tracker: RunTracker, result: EvalResult, split: str, classes: Sequence[str], step: int) -> None:
+def log_evaluation(
+    tracker: RunTracker, result: EvalResult, split: str, classes: Sequence[str], step: int
+) -> None:
     """Metrics, confusion matrix (PNG and JSON) of one evaluation pass."""
     tracker.log_metrics(evaluation_metrics(result, split, classes), step=step)
     figure = plots.confusion_matrix(result.confusion, classes)
     tracker.log_figure(figure, f"{split}_confusion_matrix.png")
     plots.close(figure)
     tracker.log_dict(
-        {"classes": list(classes), "matrix": result.confusion.tolist()}, f"{split}_confusion_matrix.json"
+        {"classes": list(classes), "matrix": result.confusion.tolist()},
+        f"{split}_confusion_matrix.json",
     )
 
 
@@ -55,7 +58,9 @@ def finalize_run(
     log_evaluation(tracker, val, "val", data.classes, step=cfg.epochs)
     metrics = {"val_accuracy": val.accuracy, "val_loss": val.loss}
     if data.test is not None:
-        test_loader = eval_loader(data.test, cfg.data, data.image_size, runtime.device.type == "cuda")
+        test_loader = eval_loader(
+            data.test, cfg.data, data.image_size, runtime.device.type == "cuda"
+        )
         test = evaluate(model, test_loader, runtime, data.num_classes)
         log_evaluation(tracker, test, "test", data.classes, step=cfg.epochs)
         metrics.update(test_accuracy=test.accuracy, test_loss=test.loss)

@@ -59,13 +59,19 @@ def evaluate_model(
     base = _training_config(info.run_id)
     cfg = resolve_config(
         base,
-        [*(overrides or []), Override("precision", "fp32", "evaluation"), Override("channels_last", "off", "evaluation")],
+        [
+            *(overrides or []),
+            Override("precision", "fp32", "evaluation"),
+            Override("channels_last", "off", "evaluation"),
+        ],
     )
     runtime = resolve_runtime(cfg)
     data = build_data(cfg.data, cfg.seed)
     images = data.split(split)
     model = mlflow.pytorch.load_model(model_uri).to(runtime.device)
-    loader = eval_loader(images, cfg.data, data.image_size, pin_memory=runtime.device.type == "cuda")
+    loader = eval_loader(
+        images, cfg.data, data.image_size, pin_memory=runtime.device.type == "cuda"
+    )
     result = evaluate(model, loader, runtime, data.num_classes)
 
     run_id = None
@@ -79,7 +85,10 @@ def evaluate_model(
         )
         run_id = tracker.start(
             params={"model_uri": model_uri, "split": split, "dataset": cfg.data.dataset},
-            tags={"visionops.evaluated_model_uri": model_uri, "visionops.source_run_id": info.run_id or ""},
+            tags={
+                "visionops.evaluated_model_uri": model_uri,
+                "visionops.source_run_id": info.run_id or "",
+            },
         )
         try:
             log_evaluation(tracker, result, split, data.classes, step=0)
@@ -95,7 +104,9 @@ def _training_config(run_id: str | None) -> TrainConfig:
     try:
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml")
     except (MlflowException, OSError):
-        logger.warning("run %s has no config.yaml; evaluating with the default data configuration", run_id)
+        logger.warning(
+            "run %s has no config.yaml; evaluating with the default data configuration", run_id
+        )
         return TrainConfig()
     return load_config(Path(local))
 

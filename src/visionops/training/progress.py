@@ -9,7 +9,6 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Protocol
 
 from visionops.env import PROGRESS_STYLE
@@ -60,7 +59,11 @@ class PlainProgress:
         if log_line and not self.quiet:
             logger.info(
                 "epoch %d/%d step %d/%d %s",
-                self.epoch + 1, self.epochs, step_in_epoch, self.steps_per_epoch, _format(metrics),
+                self.epoch + 1,
+                self.epochs,
+                step_in_epoch,
+                self.steps_per_epoch,
+                _format(metrics),
             )
 
     def end_epoch(self, epoch: int, summary: Mapping[str, float]) -> None:
@@ -73,7 +76,13 @@ class RichProgress:
 
     def __init__(self, epochs: int, steps_per_epoch: int) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self.console = Console(stderr=True)
         self.progress = Progress(
@@ -91,14 +100,14 @@ class RichProgress:
         self.progress.start()
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
     def start_epoch(self, epoch: int, first_step: int) -> None:
         self.progress.update(self.epochs_task, completed=epoch)
-        self.progress.reset(self.steps_task, completed=first_step, description=f"epoch {epoch + 1}", stats="")
+        self.progress.reset(
+            self.steps_task, completed=first_step, description=f"epoch {epoch + 1}", stats=""
+        )
 
     def update(self, step_in_epoch: int, metrics: Mapping[str, float], log_line: bool) -> None:
         self.progress.update(self.steps_task, completed=step_in_epoch, stats=_format(metrics))

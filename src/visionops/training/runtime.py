@@ -36,7 +36,11 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def describe(self) -> str:
-        precision = "fp32" if self.autocast_dtype is None else str(self.autocast_dtype).removeprefix("torch.")
+        precision = (
+            "fp32"
+            if self.autocast_dtype is None
+            else str(self.autocast_dtype).removeprefix("torch.")
+        )
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         return f"{name} ({self.device}), {precision}, channels_last={self.channels_last}"
 
@@ -44,7 +48,9 @@ class Runtime:
 def resolve_runtime(cfg: TrainConfig) -> Runtime:
     """Pick device, autocast dtype and memory format from the config and the hardware."""
     if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("invalid configuration: device='cuda' but no CUDA device is available; use cpu or auto")
+        raise ConfigError(
+            "invalid configuration: device='cuda' but no CUDA device is available; use cpu or auto"
+        )
     if cfg.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -56,7 +62,9 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
     else:
         autocast_dtype = dtypes[cfg.precision]
     if autocast_dtype == torch.float16 and not on_cuda:
-        raise ConfigError("invalid configuration: precision='fp16' needs a CUDA device; use bf16 or fp32 on CPU")
+        raise ConfigError(
+            "invalid configuration: precision='fp16' needs a CUDA device; use bf16 or fp32 on CPU"
+        )
     # channels_last speeds up convolutions on tensor cores; on CPU it is often slower.
     channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and on_cuda)
     return Runtime(device, autocast_dtype, channels_last)

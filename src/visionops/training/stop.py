@@ -34,7 +34,10 @@ class GracefulStop:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,12 @@ from visionops.training.evaluate import EvalResult, evaluate
 from visionops.training.finalize import finalize_run
 from visionops.training.optim import create_optimizer, create_scheduler
 from visionops.training.progress import create_progress
-from visionops.training.runtime import capture_rng_state, resolve_runtime, restore_rng_state, seed_everything
+from visionops.training.runtime import (
+    capture_rng_state,
+    resolve_runtime,
+    restore_rng_state,
+    seed_everything,
+)
 from visionops.training.stop import GracefulStop
 
 logger = logging.getLogger("visionops.train")
@@ -64,10 +69,12 @@ class Progress:
     epoch: int = 0  # the epoch in progress (0-based)
     micro_batches_done: int = 0  # micro-batches of that epoch already trained on
     step: int = 0  # optimizer steps over the whole run
-    loss_sum: torch.Tensor | None = None  # this epoch's running sums, kept on the device
-    correct: torch.Tensor | None = None
+    # This epoch's running sums stay on the device: reading them every step would force a
+    # host-device sync per step on GPUs.
+    loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.float64))
+    correct: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.int64))
     seen: int = 0
-    history: list[dict[str, float]] | None = None  # per-epoch metrics of finished epochs
+    history: list[dict[str, float]] = field(default_factory=list)  # finished epochs' metrics
 
     def reset_epoch(self, device: torch.device) -> None:
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -88,17 +95,22 @@ def train(cfg: TrainConfig) -> TrainResult:
     data = build_data(cfg.data, cfg.seed)
     batch, accum = cfg.data.batch_size, cfg.optim.accumulation_steps
     check_field(
-        cfg, "batch_size", batch * accum <= data.num_train,
+        cfg,
+        "batch_size",
+        batch * accum <= data.num_train,
         f"batch_size x accumulation_steps ({batch * accum}) is larger than the "
         f"{data.num_train} training images",
     )
     steps_per_epoch = data.num_train // (batch * accum)
 
     backbone = create_model(
-        cfg.model.name, data.num_classes,
-        small_input_stem=cfg.model.small_input_stem, width_multiplier=cfg.model.width_multiplier,
+        cfg.model.name,
+        data.num_classes,
+        small_input_stem=cfg.model.small_input_stem,
+        width_multiplier=cfg.model.width_multiplier,
     )
-    model = ImageClassifier(backbone, data.mean, data.std).to(runtime.device, memory_format=runtime.memory_format)
+    model = ImageClassifier(backbone, data.mean, data.std).to(runtime.device)
+    model = model.to(memory_format=runtime.memory_format)
     optimizer = create_optimizer(model, cfg.optim)
     scheduler = create_scheduler(optimizer, cfg.optim, steps_per_epoch, cfg.epochs)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.uses_grad_scaler)
@@ -107,7 +119,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     loader = train_loader(data, cfg.data, sampler, cfg.seed, pin_memory=pin)
     val_loader = eval_loader(data.val, cfg.data, data.image_size, pin_memory=pin)
 
-    progress = Progress(history=[])
+    progress = Progress()
     progress.reset_epoch(runtime.device)
     if resumed is not None:
         model.load_state_dict(resumed["model"])
@@ -119,14 +131,20 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     tracker = RunTracker(cfg.tracking)
     run_id = tracker.start(
-        flatten_config(cfg), run_tags(runtime.describe()), resume_run_id=resumed["run_id"] if resumed else None
+        flatten_config(cfg),
+        run_tags(runtime.describe()),
+        resume_run_id=resumed["run_id"] if resumed else None,
     )
-    run_dir = resume_from or cfg.checkpoint.output_dir / (run_id or time.strftime("run-%Y%m%d-%H%M%S"))
+    run_dir = resume_from or cfg.checkpoint.output_dir / (
+        run_id or time.strftime("run-%Y%m%d-%H%M%S")
+    )
     if resumed is None:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         tracker.log_artifact(run_dir / "config.yaml")
-    logger.info("run %s on %s; checkpoints in %s", run_id, runtime.describe(), run_dir / ckpt.CHECKPOINT_DIR)
+    logger.info(
+        "run %s on %s; checkpoints in %s", run_id, runtime.describe(), run_dir / ckpt.CHECKPOINT_DIR
+    )
 
     def save(stop_signal: str | None = None) -> Path:
         # Everything logged so far must be in MLflow before the checkpoint claims it happened.
@@ -160,11 +178,15 @@ def train(cfg: TrainConfig) -> TrainResult:
                 window_images = 0
                 step_loss = torch.zeros((), device=runtime.device)
                 for images, labels in loader:
-                    images = images.to(runtime.device, non_blocking=True, memory_format=runtime.memory_format)
+                    images = images.to(
+                        runtime.device, non_blocking=True, memory_format=runtime.memory_format
+                    )
                     labels = labels.to(runtime.device, non_blocking=True)
                     with runtime.autocast():
                         logits = model(images)
-                        loss = F.cross_entropy(logits, labels, label_smoothing=cfg.optim.label_smoothing)
+                        loss = F.cross_entropy(
+                            logits, labels, label_smoothing=cfg.optim.label_smoothing
+                        )
                     scaler.scale(loss / accum).backward()
                     step_loss += loss.detach() / accum
                     progress.loss_sum += loss.detach() * len(labels)
@@ -183,7 +205,10 @@ def train(cfg: TrainConfig) -> TrainResult:
                     progress.step += 1
                     step_in_epoch = progress.micro_batches_done // accum
 
-                    if progress.step % cfg.tracking.log_every_n_steps == 0 or step_in_epoch == steps_per_epoch:
+                    if (
+                        progress.step % cfg.tracking.log_every_n_steps == 0
+                        or step_in_epoch == steps_per_epoch
+                    ):
                         elapsed = time.perf_counter() - window_start
                         step_metrics = {
                             "train/step_loss": step_loss.item(),
@@ -198,7 +223,9 @@ def train(cfg: TrainConfig) -> TrainResult:
                     step_loss.zero_()
 
                     every = cfg.checkpoint.checkpoint_every_n_steps
-                    if step_in_epoch < steps_per_epoch and (stop.requested or (every and progress.step % every == 0)):
+                    if step_in_epoch < steps_per_epoch and (
+                        stop.requested or (every and progress.step % every == 0)
+                    ):
                         path = save()
                         if stop.requested:
                             raise _interrupted(stop.signal_name, path, run_id, run_dir)
@@ -211,8 +238,10 @@ def train(cfg: TrainConfig) -> TrainResult:
                     "val_accuracy": last_val.accuracy,
                     "epoch_time_sec": time.perf_counter() - epoch_start,
                 }
-                tracker.log_metrics({f"epoch/{k}": v for k, v in epoch_metrics.items()}, step=epoch + 1)
-                progress.history.append({"epoch": epoch + 1, **epoch_metrics})  # type: ignore[union-attr]
+                tracker.log_metrics(
+                    {f"epoch/{k}": v for k, v in epoch_metrics.items()}, step=epoch + 1
+                )
+                progress.history.append({"epoch": epoch + 1, **epoch_metrics})
                 bar.end_epoch(epoch, epoch_metrics)
                 progress.epoch, progress.micro_batches_done = epoch + 1, 0
                 progress.reset_epoch(runtime.device)
@@ -220,7 +249,9 @@ def train(cfg: TrainConfig) -> TrainResult:
                 if stop.requested:
                     raise _interrupted(stop.signal_name, path, run_id, run_dir)
 
-        result = finalize_run(cfg, model, data, runtime, tracker, progress.history or [], val_loader, last_val)
+        result = finalize_run(
+            cfg, model, data, runtime, tracker, progress.history, val_loader, last_val
+        )
         status = "FINISHED"
         return TrainResult(
             run_id=run_id,
@@ -263,34 +294,23 @@ def _load_resume(cfg: TrainConfig) -> tuple[Path | None, dict[str, Any] | None]:
 
 
 def _progress_state(progress: Progress) -> dict[str, Any]:
-    return {
-        "epoch": progress.epoch,
-        "micro_batches_done": progress.micro_batches_done,
-        "step": progress.step,
-        "loss_sum": progress.loss_sum.detach().cpu() if progress.loss_sum is not None else None,
-        "correct": progress.correct.detach().cpu() if progress.correct is not None else None,
-        "seen": progress.seen,
-        "history": progress.history,
-    }
+    state = asdict(progress)
+    state.update(loss_sum=progress.loss_sum.detach().cpu(), correct=progress.correct.detach().cpu())
+    return state
 
 
 def _restore_progress(state: dict[str, Any], device: torch.device) -> Progress:
-    return Progress(
-        epoch=state["epoch"],
-        micro_batches_done=state["micro_batches_done"],
-        step=state["step"],
-        loss_sum=state["loss_sum"].to(device),
-        correct=state["correct"].to(device),
-        seen=state["seen"],
-        history=list(state["history"]),
-    )
+    progress = Progress(**state)
+    progress.loss_sum, progress.correct = progress.loss_sum.to(device), progress.correct.to(device)
+    return progress
 
 
-def _interrupted(signal_name: str | None, path: Path, run_id: str | None, run_dir: Path) -> TrainingInterrupted:
+def _interrupted(
+    signal_name: str | None, path: Path, run_id: str | None, run_dir: Path
+) -> TrainingInterrupted:
     return TrainingInterrupted(
         f"training stopped by {signal_name}; checkpoint saved to {path}. "
         f"Resume with: visionops train --resume {run_dir}",
         checkpoint=str(path),
         run_id=run_id,
     )
-

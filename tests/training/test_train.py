@@ -1,0 +1,63 @@
+"""train(cfg) in-process on the debug recipe: step accounting and resume edge cases."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from visionops.config import TrainConfig, with_fields
+from visionops.errors import ConfigError
+from visionops.training import checkpoint as ckpt
+from visionops.training import train
+
+
+def test_gradient_accumulation_steps_the_optimizer_once_per_group(tiny_config: TrainConfig) -> None:
+    cfg = with_fields(tiny_config, accumulation_steps=3, log_every_n_steps=1, log_model=False)
+    result = train(cfg)
+    steps_per_epoch = 360 // (32 * 3)
+    state = ckpt.load_checkpoint(ckpt.list_checkpoints(result.run_dir)[0])
+    assert state["progress"]["step"] == 2 * steps_per_epoch
+    lr_steps = [m.step for m in MlflowClient().get_metric_history(result.run_id, "train/lr")]
+    assert lr_steps == list(range(1, 2 * steps_per_epoch + 1))
+
+
+def test_resume_skips_a_corrupt_newest_checkpoint(
+    tiny_config: TrainConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = with_fields(tiny_config, checkpoint_every_n_steps=4, keep_checkpoints=10, log_model=False)
+    first = train(cfg)
+    newest, previous = ckpt.list_checkpoints(first.run_dir)[:2]
+    newest.write_bytes(newest.read_bytes()[:100])
+
+    with caplog.at_level(logging.WARNING):
+        again = train(with_fields(cfg, resume=str(first.run_dir)))
+
+    assert any(
+        newest.name in r.getMessage() and "previous" in r.getMessage() for r in caplog.records
+    )
+    assert again.run_id == first.run_id
+    assert again.metrics == pytest.approx(first.metrics, abs=0.05)
+    assert ckpt.list_checkpoints(first.run_dir)[0].name == newest.name  # rewritten, now valid
+    ckpt.load_checkpoint(newest)
+    assert previous.exists()
+
+
+def test_resume_refuses_a_changed_configuration(tiny_config: TrainConfig) -> None:
+    cfg = with_fields(tiny_config, epochs=1, warmup_epochs=0.5, log_model=False)
+    first = train(cfg)
+    with pytest.raises(ConfigError, match=r"these fields differ: lr: 0.05 -> 0.5"):
+        train(with_fields(cfg, lr=0.5, resume=first.run_id))
+    # Fields that do not change what is computed may differ.
+    resumed = train(with_fields(cfg, resume=first.run_id, num_workers=1, device="cpu"))
+    assert resumed.run_id == first.run_id
+
+
+def test_resume_without_checkpoints_is_an_error(tiny_config: TrainConfig, tmp_path: Path) -> None:
+    (tmp_path / "outputs" / "empty-run").mkdir(parents=True)
+    from visionops.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="no checkpoints"):
+        train(with_fields(tiny_config, resume="empty-run"))
