@@ -15,7 +15,9 @@ def test_every_config_field_is_documented_with_its_default() -> None:
     text = README.read_text()
     for spec in CONFIG_FIELDS.values():
         default = ",".join(spec.default) if isinstance(spec.default, tuple) else spec.default
-        row = f"| `{spec.flag}` | `{config_env_var(spec.flat)}` | `{default}` | {spec.description} |"
+        row = (
+            f"| `{spec.flag}` | `{config_env_var(spec.flat)}` | `{default}` | {spec.description} |"
+        )
         assert row in text, f"README configuration table is out of date for {spec.flat}"
 
 

@@ -14,7 +14,6 @@ environment variable (``VISIONOPS_BATCH_SIZE``). Resolution order, last wins::
 
 from __future__ import annotations
 
-import copy
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -410,10 +409,6 @@ def config_differences(
         if before != after:
             lines.append(f"{flat}: {before!r} -> {after!r}")
     return lines
-
-
-def copy_config(cfg: TrainConfig) -> TrainConfig:
-    return copy.deepcopy(cfg)
 
 
 def describe_type(annotation: Any) -> str:

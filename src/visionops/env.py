@@ -18,6 +18,9 @@ CONFIG_ENV_PREFIX = "VISIONOPS_"
 #: Set to ``plain`` or ``rich`` to force a progress style (default: rich on a TTY, else plain).
 PROGRESS_STYLE = "VISIONOPS_PROGRESS"
 
+#: A process's rank in a distributed job, set by torchrun and Ray Train; only rank 0 tracks.
+RANK = "RANK"
+
 #: Experiment used when neither the config nor MLflow's variables name one.
 DEFAULT_EXPERIMENT = "visionops"
 

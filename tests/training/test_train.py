@@ -61,3 +61,14 @@ def test_resume_without_checkpoints_is_an_error(tiny_config: TrainConfig, tmp_pa
 
     with pytest.raises(CheckpointError, match="no checkpoints"):
         train(with_fields(tiny_config, resume="empty-run"))
+
+
+def test_only_rank_zero_tracks_and_writes(
+    tiny_config: TrainConfig, tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RANK", "1")
+    result = train(with_fields(tiny_config, epochs=1, warmup_epochs=0.5))
+    assert result.run_id is None and result.model_uri is None
+    assert result.epochs_completed == 1 and 0 <= result.metrics["val_accuracy"] <= 1
+    assert not (tmp_path / "outputs").exists()
+    assert MlflowClient(tracking_uri).get_experiment_by_name("tests") is None

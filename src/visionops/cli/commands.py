@@ -16,15 +16,14 @@ from visionops.config import (
     overrides_from_mapping,
     resolve_config,
 )
-from visionops.env import config_overrides_from_env
+from visionops.env import config_env_var, config_overrides_from_env
 
 
 def train_config(args: argparse.Namespace, environ: dict[str, str] | None = None) -> TrainConfig:
     """Resolve flag > VISIONOPS_* > overrides file > recipe > defaults (or the saved config)."""
-    flags = overrides_from_mapping(config_flag_values(args), "command line")
-    flags = [Override(o.field, o.value, CONFIG_FIELDS[o.field].flag) for o in flags]
+    flags = [Override(f, v, CONFIG_FIELDS[f].flag) for f, v in config_flag_values(args).items()]
     env_values = config_overrides_from_env(list(CONFIG_FIELDS), environ)
-    env_overrides = [Override(f, v, f"VISIONOPS_{f.upper()}") for f, v in env_values.items()]
+    env_overrides = [Override(f, v, config_env_var(f)) for f, v in env_values.items()]
     resume = getattr(args, "resume", None)
     recipe, config_file = getattr(args, "recipe", None), getattr(args, "config", None)
     if resume is None or recipe or config_file:

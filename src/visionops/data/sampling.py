@@ -69,7 +69,7 @@ class AugmentedDataset(Dataset[tuple[torch.Tensor, int]]):
         image, label = self.base[index]
         # fork_rng keeps the caller's global RNG (dropout, init) untouched when num_workers=0.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_mix(self.seed, epoch, index))
+            torch.random.default_generator.manual_seed(_mix(self.seed, epoch, index))
             return self.transform(image), label
 
 

@@ -5,14 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from torch import nn
-from torch.utils.data import DataLoader
-
-from visionops.config import TrainConfig
-from visionops.data import DataBundle, eval_loader
+from visionops.data import eval_loader
 from visionops.tracking import RunTracker, plots
 from visionops.training.evaluate import EvalResult, evaluate
-from visionops.training.runtime import Runtime
+from visionops.training.job import TrainingJob
 
 
 @dataclass
@@ -45,16 +41,15 @@ def log_evaluation(
 
 
 def finalize_run(
-    cfg: TrainConfig,
-    model: nn.Module,
-    data: DataBundle,
-    runtime: Runtime,
+    job: TrainingJob,
     tracker: RunTracker,
     history: Sequence[dict[str, float]],
-    val_loader: DataLoader,
     last_val: EvalResult | None,
 ) -> FinalResult:
-    val = last_val or evaluate(model, val_loader, runtime, data.num_classes)
+    """Evaluate (val, and test when there is one), log figures, log and register the model."""
+    cfg, model, data, runtime = job.cfg, job.model, job.data, job.runtime
+    # A run resumed from its last checkpoint has not validated in this process.
+    val = last_val or evaluate(model, job.val_loader, runtime, data.num_classes)
     log_evaluation(tracker, val, "val", data.classes, step=cfg.epochs)
     metrics = {"val_accuracy": val.accuracy, "val_loss": val.loss}
     if data.test is not None:
@@ -73,7 +68,7 @@ def finalize_run(
     if tracker.enabled and cfg.tracking.log_model:
         from visionops.tracking.model_logging import log_model
 
-        info = log_model(model, next(iter(val_loader))[0], cfg.tracking.register_as)
+        info = log_model(model, next(iter(job.val_loader))[0], cfg.tracking.register_as)
         model_uri, version = info.model_uri, info.registered_model_version
         tracker.set_tags({"visionops.model_uri": model_uri})
     tracker.flush()

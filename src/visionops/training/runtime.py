@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from visionops import env
 from visionops.config import TrainConfig
 from visionops.errors import ConfigError
 
@@ -68,6 +69,11 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
     # channels_last speeds up convolutions on tensor cores; on CPU it is often slower.
     channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and on_cuda)
     return Runtime(device, autocast_dtype, channels_last)
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a distributed job (torchrun and Ray Train set ``RANK``), or a lone process."""
+    return int(os.environ.get(env.RANK, "0")) == 0
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -1,0 +1,151 @@
+"""Everything one training run works with, assembled from the config before a run starts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.data import DataLoader
+
+from visionops.config import TrainConfig, check_field, config_to_dict
+from visionops.data import DataBundle, EpochSampler, build_data, eval_loader, train_loader
+from visionops.models import ImageClassifier, create_model
+from visionops.training.evaluate import EvalResult
+from visionops.training.optim import create_optimizer, create_scheduler
+from visionops.training.runtime import Runtime, capture_rng_state, restore_rng_state
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    micro_batches_done: int = 0  # micro-batches of that epoch already trained on
+    step: int = 0  # optimizer steps over the whole run
+    # This epoch's running sums stay on the device: reading them every step would force a
+    # host-device sync per step on GPUs.
+    loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.float64))
+    correct: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.int64))
+    seen: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)  # finished epochs' metrics
+
+    def record_batch(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss_sum += loss.detach() * len(labels)
+        self.correct += (logits.argmax(dim=1) == labels).sum()
+        self.seen += len(labels)
+        self.micro_batches_done += 1
+
+    def running_accuracy(self) -> float:
+        return float(self.correct) / max(self.seen, 1)
+
+    def finish_epoch(self, val: EvalResult, seconds: float) -> dict[str, float]:
+        """Close the epoch in progress; returns its metrics and starts the next one."""
+        metrics = {
+            "train_loss": float(self.loss_sum) / self.seen,
+            "train_accuracy": float(self.correct) / self.seen,
+            "val_loss": val.loss,
+            "val_accuracy": val.accuracy,
+            "epoch_time_sec": seconds,
+        }
+        self.epoch += 1
+        self.history.append({"epoch": self.epoch, **metrics})
+        self.micro_batches_done, self.seen = 0, 0
+        self.loss_sum, self.correct = (
+            torch.zeros_like(self.loss_sum),
+            torch.zeros_like(self.correct),
+        )
+        return metrics
+
+
+@dataclass
+class TrainingJob:
+    cfg: TrainConfig
+    runtime: Runtime
+    data: DataBundle
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: LRScheduler
+    scaler: torch.amp.GradScaler
+    sampler: EpochSampler
+    loader: DataLoader
+    val_loader: DataLoader
+    steps_per_epoch: int
+
+    def new_progress(self) -> Progress:
+        device = self.runtime.device
+        return Progress(
+            loss_sum=torch.zeros((), dtype=torch.float64, device=device),
+            correct=torch.zeros((), dtype=torch.int64, device=device),
+        )
+
+    def checkpoint_state(self, progress: Progress, run_id: str | None) -> dict[str, Any]:
+        progress_state = asdict(progress)
+        progress_state.update(loss_sum=progress.loss_sum.cpu(), correct=progress.correct.cpu())
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": capture_rng_state(),
+            "progress": progress_state,
+            "sampler": self.sampler.state_dict(),
+            "run_id": run_id,
+            "config": config_to_dict(self.cfg),
+        }
+
+    def restore(self, state: dict[str, Any]) -> Progress:
+        """Load a checkpoint's states; returns the progress it recorded."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        progress = Progress(**state["progress"])
+        device = self.runtime.device
+        progress.loss_sum, progress.correct = (
+            progress.loss_sum.to(device),
+            progress.correct.to(device),
+        )
+        return progress
+
+
+def build_job(cfg: TrainConfig, runtime: Runtime) -> TrainingJob:
+    """Data, model, optimizer, schedule and loaders; data-dependent checks happen here."""
+    data = build_data(cfg.data, cfg.seed)
+    batch, accum = cfg.data.batch_size, cfg.optim.accumulation_steps
+    check_field(
+        cfg,
+        "batch_size",
+        batch * accum <= data.num_train,
+        f"batch_size x accumulation_steps ({batch * accum}) is larger than the "
+        f"{data.num_train} training images",
+    )
+    steps_per_epoch = data.num_train // (batch * accum)
+
+    backbone = create_model(
+        cfg.model.name,
+        data.num_classes,
+        small_input_stem=cfg.model.small_input_stem,
+        width_multiplier=cfg.model.width_multiplier,
+    )
+    model = ImageClassifier(backbone, data.mean, data.std).to(runtime.device)
+    model = model.to(memory_format=runtime.memory_format)
+    optimizer = create_optimizer(model, cfg.optim)
+    sampler = EpochSampler(data.num_train, steps_per_epoch * accum * batch, cfg.seed)
+    pin = runtime.device.type == "cuda"
+    return TrainingJob(
+        cfg=cfg,
+        runtime=runtime,
+        data=data,
+        model=model,
+        optimizer=optimizer,
+        scheduler=create_scheduler(optimizer, cfg.optim, steps_per_epoch, cfg.epochs),
+        scaler=torch.amp.GradScaler(runtime.device.type, enabled=runtime.uses_grad_scaler),
+        sampler=sampler,
+        loader=train_loader(data, cfg.data, sampler, cfg.seed, pin_memory=pin),
+        val_loader=eval_loader(data.val, cfg.data, data.image_size, pin_memory=pin),
+        steps_per_epoch=steps_per_epoch,
+    )
