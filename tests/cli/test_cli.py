@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from visionops.cli import main
 
@@ -135,6 +136,17 @@ def test_train_then_evaluate_as_json(tmp_path: Path) -> None:
 
     missing = _visionops("evaluate", "--model-uri", "models:/cli-model/7", cwd=tmp_path, **env)
     assert missing.returncode == 2 and "cannot load model 'models:/cli-model/7'" in missing.stderr
+    folder = tmp_path / "three-classes"
+    for name in ("a", "b", "c"):
+        (folder / name).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (32, 32), (60 * i, 0, 0)).save(folder / name / f"{i}.png")
+    other_classes = _visionops(
+        "evaluate", "--model-uri", "models:/cli-model/1", "--dataset", "imagefolder",
+        "--data-dir", str(folder), cwd=tmp_path, **env,
+    )  # fmt: skip
+    assert other_classes.returncode == 2
+    assert "predicts 10 classes but dataset 'imagefolder' has 3" in other_classes.stderr
     no_test = _visionops(
         "evaluate", "--model-uri", "models:/cli-model/1", "--split", "test", cwd=tmp_path, **env
     )

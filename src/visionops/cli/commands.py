@@ -120,6 +120,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             for name, acc in zip(evaluation.classes, result.per_class_accuracy, strict=True)
         ),
         f"logged to MLflow run {evaluation.run_id}",
+        f"MLflow UI: {mlflow_ui_hint()}",
     ]
     emit(lines, payload, args.json)
     return 0

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
+from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 
 from visionops.config import Override, TrackingConfig, TrainConfig, load_config, resolve_config
@@ -68,6 +69,7 @@ def evaluate_model(
     runtime = resolve_runtime(cfg)
     data = build_data(cfg.data, cfg.seed)
     images = data.split(split)
+    _check_classes(info, data.num_classes, cfg.data.dataset)
     model = mlflow.pytorch.load_model(model_uri).to(runtime.device)
     loader = eval_loader(
         images, cfg.data, data.image_size, pin_memory=runtime.device.type == "cuda"
@@ -95,6 +97,16 @@ def evaluate_model(
         finally:
             tracker.end()
     return ModelEvaluation(model_uri, split, result, data.classes, info.run_id, run_id)
+
+
+def _check_classes(info: ModelInfo, num_classes: int, dataset: str) -> None:
+    outputs = info.signature.outputs.to_dict() if info.signature and info.signature.outputs else []
+    shape = outputs[0].get("tensor-spec", {}).get("shape") if outputs else None
+    if shape and shape[-1] != num_classes:
+        raise VisionOpsError(
+            f"model {info.model_uri} predicts {shape[-1]} classes but dataset {dataset!r} has "
+            f"{num_classes}; evaluate it on data with the classes it was trained on"
+        )
 
 
 def _training_config(run_id: str | None) -> TrainConfig:
