@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -33,29 +32,23 @@ class EvalResult:
 def evaluate(
     model: nn.Module, loader: DataLoader, runtime: Runtime, num_classes: int
 ) -> EvalResult:
-    was_training = model.training
-    _set_mode(model, training=False)
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    loss_sum = 0.0
+    """Evaluate ``model``, which the caller has put in eval mode (a loaded torch.export model
+    is in it already and refuses ``.eval()``)."""
+    device = runtime.device
+    # Sums stay on the device until the end: one host-device sync per pass, not per batch.
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     for images, labels in loader:
-        images = images.to(runtime.device, non_blocking=True, memory_format=runtime.memory_format)
-        labels = labels.to(runtime.device, non_blocking=True)
+        images = images.to(device, non_blocking=True, memory_format=runtime.memory_format)
+        labels = labels.to(device, non_blocking=True)
         with runtime.autocast():
             logits = model(images)
-        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
-        pairs = labels * num_classes + logits.argmax(dim=1)
-        confusion += (
-            torch.bincount(pairs, minlength=num_classes**2).view(num_classes, num_classes).cpu()
+        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
+        confusion += torch.bincount(
+            labels * num_classes + logits.argmax(dim=1), minlength=num_classes**2
         )
-    _set_mode(model, training=was_training)
-    total = int(confusion.sum())
+    matrix = confusion.view(num_classes, num_classes).cpu()
+    total = int(matrix.sum())
     if total == 0:
         raise ValueError("evaluation loader yielded no images")
-    return EvalResult(loss_sum / total, float(confusion.diag().sum()) / total, confusion)
-
-
-def _set_mode(model: nn.Module, training: bool) -> None:
-    # A torch.export module (a loaded pt2 model) refuses mode changes: it keeps the mode it was
-    # exported in, which is eval.
-    with contextlib.suppress(NotImplementedError):
-        model.train(training)
+    return EvalResult(float(loss_sum) / total, float(matrix.diag().sum()) / total, matrix)

@@ -48,6 +48,7 @@ def finalize_run(
 ) -> FinalResult:
     """Evaluate (val, and test when there is one), log figures, log and register the model."""
     cfg, model, data, runtime = job.cfg, job.model, job.data, job.runtime
+    model.eval()
     # A run resumed from its last checkpoint has not validated in this process.
     val = last_val or evaluate(model, job.val_loader, runtime, data.num_classes)
     log_evaluation(tracker, val, "val", data.classes, step=cfg.epochs)

@@ -105,6 +105,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 if stopped_at is not None:
                     raise interrupted(stop.signal_name, stopped_at)
 
+                job.model.eval()
                 last_val = evaluate(job.model, job.val_loader, runtime, job.data.num_classes)
                 metrics = progress.finish_epoch(last_val, time.perf_counter() - epoch_start)
                 tracker.log_metrics({f"epoch/{k}": v for k, v in metrics.items()}, progress.epoch)
