@@ -1,9 +1,11 @@
 """The ``visionops`` command line: ``visionops train|evaluate|models|recipes|augmentations``.
 
-visionops train --recipe quickstart
-visionops train --model resnet18 --dataset cifar10 --epochs 30 --register-as vision-classifier
-visionops train --resume
-visionops evaluate --model-uri models:/vision-classifier/1 --split val --json
+Usage::
+
+    visionops train --recipe quickstart
+    visionops train --model resnet18 --dataset cifar10 --epochs 30 --register-as clf
+    visionops train --resume
+    visionops evaluate --model-uri models:/vision-classifier/1 --split val --json
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -42,8 +43,23 @@ class DataBundle:
     test: Dataset[Any] | None
     classes: tuple[str, ...]
     image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+
+    @cached_property
+    def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std of the training images, for the model's normalisation.
+
+        Computed on first use: evaluating a logged model (which normalises itself) never needs
+        it, and for an image folder it means decoding a few thousand files.
+        """
+        return _channel_stats(self.train, self.image_size)
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.channel_stats[0]
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.channel_stats[1]
 
     @property
     def num_train(self) -> int:
@@ -78,8 +94,7 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
         raise DataError(f"val_fraction={cfg.val_fraction} leaves no training images out of {size}")
     order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
     train, val = Subset(full, order[num_val:]), Subset(full, order[:num_val])
-    mean, std = _channel_stats(train, cfg.image_size)
-    return DataBundle(train, val, test, classes, cfg.image_size, mean, std)
+    return DataBundle(train, val, test, classes, cfg.image_size)
 
 
 def _load_source(
