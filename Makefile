@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The quickstart logs to a local SQLite store unless MLFLOW_TRACKING_URI says otherwise.
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
-.PHONY: install quickstart test lint format bench-overhead clean
+.PHONY: install quickstart test lint format bench-overhead bench-data bench-tta clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,16 @@ format: $(STAMP)
 
 bench-overhead: $(STAMP)
 	$(BIN)/python benchmarks/train_overhead.py
+
+# CIFAR-10 as a class-per-folder tree (see README, "CIFAR-10 recipes").
+CIFAR10_DIR ?= data/cifar10-jpeg
+
+bench-data: $(STAMP)
+	$(BIN)/python benchmarks/data_pipeline.py --dataset imagefolder --data-dir $(CIFAR10_DIR)
+
+bench-tta: $(STAMP)
+	$(BIN)/python benchmarks/time_to_accuracy.py --recipe cifar10-fast \
+		--dataset imagefolder --data-dir $(CIFAR10_DIR)
 
 clean:
 	rm -rf outputs mlruns mlartifacts mlflow.db .pytest_cache

@@ -35,7 +35,7 @@ from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader
 
 from visionops.config import TrainConfig
-from visionops.data import build_data, eval_loader
+from visionops.data import build_data, create_eval_loader
 from visionops.data.sampling import AugmentedDataset
 from visionops.data.transforms import build_transform
 from visionops.models import ImageClassifier, create_model
@@ -46,7 +46,13 @@ from visionops.training import train
 def make_config(args: argparse.Namespace, root: Path) -> TrainConfig:
     return TrainConfig(
         epochs=args.epochs,
-        data={"dataset": "synthetic", "synthetic_size": args.images, "batch_size": args.batch_size},
+        data={
+            "dataset": "synthetic",
+            "synthetic_size": args.images,
+            "batch_size": args.batch_size,
+            # The bare loop uses a DataLoader too: only the tracking differs.
+            "loader": "classic",
+        },
         model={"name": "resnet9", "width_multiplier": args.width},
         optim={"lr": 0.1, "warmup_epochs": 1, "label_smoothing": 0.1},
         tracking={
@@ -64,10 +70,10 @@ def bare_loop(cfg: TrainConfig) -> tuple[float, list[float]]:
     """The same training in plain PyTorch; returns end-to-end and per-step images/s."""
     torch.manual_seed(cfg.seed)
     data = build_data(cfg.data, cfg.seed)
-    transform = build_transform(data.image_size, cfg.data.augmentations)
+    transform = build_transform(cfg.data, data.image_size)
     dataset = AugmentedDataset(data.train, transform, seed=0)
     loader = DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True)
-    val_loader = eval_loader(data.val, cfg.data, data.image_size, pin_memory=False)
+    val_loader = create_eval_loader(data, "val", cfg.data, torch.device("cpu"))
     backbone = create_model(cfg.model.name, 10, width_multiplier=cfg.model.width_multiplier)
     model = ImageClassifier(backbone, data.mean, data.std)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=0.9, nesterov=True)

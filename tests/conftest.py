@@ -17,6 +17,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
         if name.startswith(("VISIONOPS_", "MLFLOW_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("VISIONOPS_PROGRESS", "plain")
+    monkeypatch.setenv("VISIONOPS_CACHE_DIR", str(tmp_path / "dataset-cache"))
     monkeypatch.chdir(tmp_path)
 
 

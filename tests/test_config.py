@@ -69,9 +69,14 @@ def test_env_values_are_typed(tmp_path: Path) -> None:
         (
             ["--model", "vgg11"],
             {},
-            "registered models: mobilenet_v3_large, mobilenet_v3_small, resnet18, resnet9",
+            "registered models: airbench, mobilenet_v3_large, mobilenet_v3_small, resnet18, "
+            "resnet9",
         ),
-        (["--augmentations", "random_crop,rotate"], {}, "available: horizontal_flip, random_crop"),
+        (
+            ["--augmentations", "random_crop,rotate"],
+            {},
+            "available: alternating_flip, autoaugment, cutmix, cutout, horizontal_flip, mixup",
+        ),
         (
             ["--batch-size", "many"],
             {},

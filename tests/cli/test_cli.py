@@ -30,15 +30,20 @@ def test_models_lists_the_registry_as_json() -> None:
     done = _visionops("models", "--json")
     assert done.returncode == 0
     names = [m["name"] for m in json.loads(done.stdout.splitlines()[-1])["models"]]
-    assert names == ["mobilenet_v3_large", "mobilenet_v3_small", "resnet18", "resnet9"]
-    assert "resnet18" in done.stdout.splitlines()[2]
+    assert names == ["airbench", "mobilenet_v3_large", "mobilenet_v3_small", "resnet18", "resnet9"]
+    assert "resnet18" in done.stdout.splitlines()[3]
 
 
 def test_recipes_and_augmentations_are_listed() -> None:
     recipes = json.loads(_visionops("recipes", "--json").stdout.splitlines()[-1])["recipes"]
-    assert {"default", "quickstart", "debug"} <= {r["name"] for r in recipes}
-    augmentations = json.loads(_visionops("augmentations", "--json").stdout.splitlines()[-1])
-    assert augmentations == {"augmentations": ["horizontal_flip", "random_crop"]}
+    assert {"default", "quickstart", "debug", "cifar10-fast"} <= {r["name"] for r in recipes}
+    listed = json.loads(_visionops("augmentations", "--json").stdout.splitlines()[-1])
+    by_name = {a["name"]: a for a in listed["augmentations"]}
+    assert list(by_name) == sorted(by_name)
+    assert by_name["random_crop"]["loaders"] == ["device", "classic"]
+    assert by_name["alternating_flip"]["loaders"] == ["device"]
+    assert by_name["autoaugment"]["loaders"] == ["classic"]
+    assert by_name["cutmix"]["stage"] == "batch"
 
 
 @pytest.mark.parametrize(
@@ -48,7 +53,8 @@ def test_recipes_and_augmentations_are_listed() -> None:
         (
             ["--model", "vgg"],
             {},
-            "registered models: mobilenet_v3_large, mobilenet_v3_small, resnet18, resnet9",
+            "registered models: airbench, mobilenet_v3_large, mobilenet_v3_small, resnet18, "
+            "resnet9",
         ),
         ([], {"VISIONOPS_LR": "-1"}, "lr=-1 (from VISIONOPS_LR)"),
         (
@@ -94,7 +100,7 @@ def test_a_user_error_exits_2_without_a_traceback(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "error: invalid configuration: model=vgg (from --model): unknown model 'vgg'; "
-        "registered models: mobilenet_v3_large, mobilenet_v3_small, resnet18, resnet9"
+        "registered models: airbench, mobilenet_v3_large, mobilenet_v3_small, resnet18, resnet9"
     ]
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from visionops.config import DataConfig
-from visionops.data import DataBundle, build_data, eval_loader
+from visionops.data import DataBundle, build_data, create_eval_loader
 from visionops.data.synthetic import CLASS_NAMES, make_synthetic
 from visionops.errors import DataError
 
@@ -99,10 +99,11 @@ def test_unknown_split_name() -> None:
         _synthetic().split("holdout")
 
 
-def test_eval_loader_keeps_dataset_order() -> None:
+@pytest.mark.parametrize("loader", ["classic", "auto"])
+def test_eval_loader_keeps_dataset_order(loader: str) -> None:
     data = _synthetic()
-    cfg = DataConfig(dataset="synthetic", synthetic_size=200, eval_batch_size=8)
-    batches = list(eval_loader(data.val, cfg, data.image_size, pin_memory=False))
+    cfg = DataConfig(dataset="synthetic", synthetic_size=200, eval_batch_size=8, loader=loader)
+    batches = list(create_eval_loader(data, "val", cfg, torch.device("cpu")))
     assert [len(labels) for _, labels in batches] == [8, 8, 4]
     images = torch.cat([images for images, _ in batches])
     labels = torch.cat([labels for _, labels in batches])

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from visionops.config import DataConfig
-from visionops.data import build_data, eval_loader
+from visionops.data import build_data, create_eval_loader
 from visionops.data.imagefolder import load_imagefolder
 from visionops.data.transforms import build_transform
 from visionops.errors import DataError
@@ -57,7 +57,7 @@ def test_items_are_the_pixels_written(tmp_path: Path) -> None:
     # ImageFolder sorts classes and files: item 3 is dog/001.png.
     image, label = train[3]
     assert label == CLASSES.index("dog")
-    as_tensor = build_transform(32)(image)
+    as_tensor = build_transform(None, 32)(image)
     expected = torch.from_numpy(_pixels(1001, 32, 32)).permute(2, 0, 1)
     assert torch.equal((as_tensor * 255).round().to(torch.uint8), expected)
 
@@ -96,18 +96,20 @@ def test_single_tree_has_no_test_split(tmp_path: Path) -> None:
 
 def test_other_image_sizes_come_out_at_image_size(tmp_path: Path) -> None:
     write_tree(tmp_path, per_class=4, size=(40, 48))
-    cfg = DataConfig(dataset="imagefolder", data_dir=tmp_path, val_fraction=0.25, eval_batch_size=8)
+    cfg = DataConfig(
+        dataset="imagefolder", data_dir=tmp_path, val_fraction=0.25, eval_batch_size=8, cache="off"
+    )
     data = build_data(cfg, seed=0)
     raw, _ = data.val[0]
     assert raw.size == (48, 40)  # PIL: (width, height), before any transform
 
-    image = build_transform(cfg.image_size)(raw)
+    image = build_transform(None, cfg.image_size)(raw)
     assert image.shape == (3, 32, 32)
     assert image.dtype == torch.float32
     assert float(image.min()) >= 0.0
     assert float(image.max()) <= 1.0
 
-    batches = list(eval_loader(data.val, cfg, data.image_size, pin_memory=False))
+    batches = list(create_eval_loader(data, "val", cfg, torch.device("cpu")))
     assert [tuple(images.shape) for images, _ in batches] == [(3, 3, 32, 32)]
     # The statistics were computed on resized images as well.
     assert len(data.mean) == 3

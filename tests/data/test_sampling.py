@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from visionops.config import DataConfig
-from visionops.data import DataBundle, build_data, train_loader
+from visionops.data import DataBundle, build_data, create_train_loader
 from visionops.data.sampling import AugmentedDataset, EpochSampler
 from visionops.data.tensor_dataset import TensorImageDataset
 from visionops.data.transforms import build_transform
@@ -75,7 +75,9 @@ def test_samples_per_epoch_out_of_range(samples_per_epoch: int) -> None:
 def _augmented(seed: int = 0) -> AugmentedDataset:
     images = torch.randint(0, 256, (8, 3, 32, 32), generator=torch.Generator().manual_seed(0))
     base = TensorImageDataset(images.to(torch.uint8), torch.arange(8) % 10)
-    return AugmentedDataset(base, build_transform(32, ("random_crop", "horizontal_flip")), seed)
+    return AugmentedDataset(
+        base, build_transform(DataConfig(augmentations="random_crop,horizontal_flip"), 32), seed
+    )
 
 
 def test_keyed_items_do_not_depend_on_the_global_rng() -> None:
@@ -112,7 +114,7 @@ def test_keyed_items_leave_the_global_rng_untouched() -> None:
 def test_integer_items_apply_the_transform() -> None:
     base_images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     dataset = AugmentedDataset(
-        TensorImageDataset(base_images, torch.arange(4)), build_transform(32), 0
+        TensorImageDataset(base_images, torch.arange(4)), build_transform(None, 32), 0
     )
     image, label = dataset[2]
     assert len(dataset) == 4
@@ -128,11 +130,14 @@ def small_bundle() -> tuple[DataBundle, DataConfig]:
 
 
 def _batches(data: DataBundle, cfg: DataConfig, num_workers: int, epoch: int, start: int = 0):
-    sampler = EpochSampler(data.num_train, 96, seed=5)
-    sampler.set_epoch(epoch, start=start)
-    loader = train_loader(
-        data, cfg.model_copy(update={"num_workers": num_workers}), sampler, seed=5, pin_memory=False
+    loader = create_train_loader(
+        data,
+        cfg.model_copy(update={"num_workers": num_workers, "loader": "classic"}),
+        seed=5,
+        samples_per_epoch=96,
+        device=torch.device("cpu"),
     )
+    loader.set_epoch(epoch, start_batch=start // cfg.batch_size)
     return [(images.clone(), labels.clone()) for images, labels in loader]
 
 

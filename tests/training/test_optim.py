@@ -30,11 +30,16 @@ def test_weight_decay_only_on_weight_matrices() -> None:
     model = _model()
     model(torch.zeros(1, 3, 8, 8))
     optimizer = create_optimizer(model, OptimConfig(weight_decay=0.01))
-    decayed, plain = optimizer.param_groups
-    assert decayed["weight_decay"] == 0.01 and plain["weight_decay"] == 0.0
-    assert all(p.ndim >= 2 for p in decayed["params"])
-    assert {p.ndim for p in plain["params"]} == {1}
-    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
+    groups = {group["name"]: group for group in optimizer.param_groups}
+    assert list(groups) == ["weights", "norm", "biases"]
+    assert groups["weights"]["weight_decay"] == 0.01
+    assert groups["norm"]["weight_decay"] == groups["biases"]["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in groups["weights"]["params"])
+    assert {p.ndim for p in groups["norm"]["params"]} == {1}
+    assert len(groups["norm"]["params"]) == 2  # the BatchNorm scale and shift
+    assert {p.ndim for p in groups["biases"]["params"]} == {1}
+    grouped = sum(len(group["params"]) for group in groups.values())
+    assert grouped == len(list(model.parameters()))
 
 
 def test_sgd_and_adamw_settings() -> None:

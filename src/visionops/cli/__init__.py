@@ -1,4 +1,4 @@
-"""The ``visionops`` command line: ``visionops train|evaluate|models|recipes|augmentations``.
+"""The ``visionops`` command line: train, evaluate, models, recipes, augmentations, data.
 
 Usage::
 
@@ -6,6 +6,7 @@ Usage::
     visionops train --model resnet18 --dataset cifar10 --epochs 30 --register-as clf
     visionops train --resume
     visionops evaluate --model-uri models:/vision-classifier/1 --split val --json
+    visionops data cache --dataset imagefolder --data-dir data/cifar10-jpeg
 """
 
 from __future__ import annotations

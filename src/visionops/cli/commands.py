@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from visionops.config import (
     resolve_config,
 )
 from visionops.env import config_env_var, config_overrides_from_env
+from visionops.errors import ConfigError
 
 
 def train_config(args: argparse.Namespace, environ: dict[str, str] | None = None) -> TrainConfig:
@@ -150,10 +152,61 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def cmd_augmentations(args: argparse.Namespace) -> int:
-    from visionops.data.transforms import list_augmentations
+    from visionops.data.transforms import augmentation_specs
 
-    names = list_augmentations()
-    emit(names, {"augmentations": names}, args.json)
+    specs = augmentation_specs()
+
+    def loaders(spec: Any) -> list[str]:
+        if not spec.image_stage:
+            return ["device", "classic"]
+        return [
+            name for name, impl in (("device", spec.batched), ("classic", spec.per_image)) if impl
+        ]
+
+    payload = {
+        "augmentations": [
+            {
+                "name": s.name,
+                "description": s.description,
+                "stage": "image" if s.image_stage else "batch",
+                "loaders": loaders(s),
+            }
+            for s in specs
+        ]
+    }
+    lines = [f"{s.name:<17} {'+'.join(loaders(s)):<15} {s.description}" for s in specs]
+    emit(lines, payload, args.json)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from visionops.data.cache import cache_entries, decoded_source
+
+    flags = [Override(f, v, CONFIG_FIELDS[f].flag) for f, v in config_flag_values(args).items()]
+    env_values = config_overrides_from_env(list(CONFIG_FIELDS))
+    env_overrides = [Override(f, v, config_env_var(f)) for f, v in env_values.items()]
+    cfg = resolve_config(TrainConfig(), [*env_overrides, *flags, Override("cache", "disk", "")])
+    if args.list:
+        entries = list(cache_entries(cfg.data.cache_dir))
+        lines = [
+            f"{e['path']}  {e['dataset']}  {sum(e['splits'].values())} images  "
+            f"{e['bytes'] / 2**20:.1f} MiB  from {e['source']}"
+            for e in entries
+        ] or [f"no cached datasets in {cfg.data.cache_dir}"]
+        emit(lines, {"entries": entries}, args.json)
+        return 0
+    if cfg.data.dataset == "synthetic":
+        raise ConfigError(
+            "the synthetic dataset is generated on the fly; there is nothing to cache"
+        )
+    info = decoded_source(cfg.data).info
+    payload = asdict(info)
+    lines = [
+        f"{'reused' if info.reused else 'created'} {info.location}",
+        *(f"  {name}: {count} images" for name, count in info.num_images.items()),
+        f"  {info.nbytes / 2**20:.1f} MiB decoded, {info.seconds:.1f} s",
+    ]
+    emit(lines, payload, args.json)
     return 0
 
 
@@ -163,4 +216,5 @@ COMMANDS = {
     "models": cmd_models,
     "recipes": cmd_recipes,
     "augmentations": cmd_augmentations,
+    "data": cmd_data,
 }

@@ -68,7 +68,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json_flag(recipes)
     augmentations = commands.add_parser("augmentations", help="list the training augmentations")
     _add_json_flag(augmentations)
+
+    data = commands.add_parser("data", help="prepare datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    cache = data_commands.add_parser(
+        "cache",
+        help="decode a dataset once into the disk cache that training reuses",
+        description="Decode --dataset from --data-dir into uint8 arrays under --cache-dir "
+        "(reused by every run with the same source files and image size). With --list, show "
+        "the cache instead.",
+        argument_default=argparse.SUPPRESS,
+    )
+    for flat in _DATA_CACHE_FIELDS:
+        _add_config_flag(cache, CONFIG_FIELDS[flat])
+    cache.add_argument(
+        "--list", action="store_true", default=False, help="list the cached datasets and exit"
+    )
+    _add_json_flag(cache)
     return parser
+
+
+#: The config fields that decide what `visionops data cache` decodes and where it goes.
+_DATA_CACHE_FIELDS = ("dataset", "data_dir", "download", "image_size", "cache_dir")
 
 
 def _add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -80,7 +101,9 @@ def _add_json_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_config_flag(group: argparse._ArgumentGroup, spec: FieldSpec) -> None:
+def _add_config_flag(
+    group: argparse._ArgumentGroup | argparse.ArgumentParser, spec: FieldSpec
+) -> None:
     default = ",".join(spec.default) if isinstance(spec.default, tuple) else spec.default
     help_text = f"{spec.description} [{config_env_var(spec.flat)}; default: {default}]"
     if spec.annotation is bool:

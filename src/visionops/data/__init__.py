@@ -9,29 +9,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import psutil
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
 from visionops.config import DataConfig
+from visionops.data.cache import CacheInfo, decoded_source
+from visionops.data.loaders import (
+    Batch,
+    ClassicLoader,
+    DeviceEvalLoader,
+    DeviceLoader,
+    TrainBatches,
+    data_loader,
+)
 from visionops.data.sampling import AugmentedDataset, EpochSampler
-from visionops.data.transforms import build_transform, list_augmentations, register_augmentation
+from visionops.data.tensor_dataset import TensorImageDataset
+from visionops.data.transforms import build_transform, image_augmentations, list_augmentations
 from visionops.errors import DataError
 
 __all__ = [
+    "Batch",
     "DataBundle",
     "EpochSampler",
+    "TrainBatches",
     "build_data",
-    "eval_loader",
+    "create_eval_loader",
+    "create_train_loader",
     "list_augmentations",
-    "register_augmentation",
-    "train_loader",
 ]
 
 _STATS_SAMPLE = 2000  # images used to estimate the per-channel mean and std
+_DEVICE_MEMORY_SHARE = 0.5  # the device loader may take this share of free device memory
 
 
 @dataclass
@@ -43,15 +57,16 @@ class DataBundle:
     test: Dataset[Any] | None
     classes: tuple[str, ...]
     image_size: int
+    cache: CacheInfo | None = None  # where the decoded images came from, when decoded
 
     @cached_property
     def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel mean and std of the training images, for the model's normalisation.
 
         Computed on first use: evaluating a logged model (which normalises itself) never needs
-        it, and for an image folder it means decoding a few thousand files.
+        it, and for an image folder without a cache it means decoding a few thousand files.
         """
-        return _channel_stats(self.train, self.image_size)
+        return _channel_stats(self.sample_images(_STATS_SAMPLE))
 
     @property
     def mean(self) -> tuple[float, ...]:
@@ -84,83 +99,134 @@ class DataBundle:
     def split_names(self) -> list[str]:
         return ["train", "val"] + (["test"] if self.test is not None else [])
 
+    def tensors(
+        self, name: str, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Split ``name`` (or the items at ``positions`` in it) as uint8 images (N, C, H, W)
+        and labels, when it is held decoded at ``image_size``; else None."""
+        split = self.split(name)
+        base = split.dataset if isinstance(split, Subset) else split
+        if not isinstance(base, TensorImageDataset):
+            return None
+        if tuple(base.images.shape[-2:]) != (self.image_size, self.image_size):
+            return None  # raw CIFAR-10 without the cache, to be resized per image
+        indices = torch.as_tensor(split.indices) if isinstance(split, Subset) else None
+        if positions is not None:
+            indices = positions if indices is None else indices[positions]
+        if indices is None:
+            return base.images, base.labels
+        return base.images[indices], base.labels[indices]
+
+    def sample_images(self, count: int) -> torch.Tensor:
+        """Up to ``count`` training images spread over the split, float32 in [0, 1]."""
+        count = min(self.num_train, count)
+        positions = torch.linspace(0, self.num_train - 1, count).long()
+        tensors = self.tensors("train", positions)
+        if tensors is not None:
+            return build_transform(None, self.image_size)(tensors[0])
+        to_float = build_transform(None, self.image_size)
+        return torch.stack([to_float(self.train[i][0]) for i in positions.tolist()])
+
 
 def build_data(cfg: DataConfig, seed: int) -> DataBundle:
     """Load ``cfg.dataset`` and carve a validation split that depends only on ``seed``."""
-    full, test, classes = _load_source(cfg, seed)
+    full, test, classes, cache = _load_source(cfg, seed)
     size = _size(full)
     num_val = max(1, round(size * cfg.val_fraction))
     if num_val >= size:
         raise DataError(f"val_fraction={cfg.val_fraction} leaves no training images out of {size}")
     order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
     train, val = Subset(full, order[num_val:]), Subset(full, order[:num_val])
-    return DataBundle(train, val, test, classes, cfg.image_size)
+    return DataBundle(train, val, test, classes, cfg.image_size, cache)
 
 
 def _load_source(
     cfg: DataConfig, seed: int
-) -> tuple[Dataset[Any], Dataset[Any] | None, tuple[str, ...]]:
+) -> tuple[Dataset[Any], Dataset[Any] | None, tuple[str, ...], CacheInfo | None]:
     if cfg.dataset == "synthetic":
         from visionops.data.synthetic import CLASS_NAMES, make_synthetic
-        from visionops.data.tensor_dataset import TensorImageDataset
 
         images, labels = make_synthetic(cfg.synthetic_size, seed=seed, image_size=cfg.image_size)
-        return TensorImageDataset(images, labels), None, CLASS_NAMES
+        return TensorImageDataset(images, labels), None, CLASS_NAMES, None
+    if cfg.cache != "off":
+        decoded = decoded_source(cfg)
+        return decoded.splits["train"], decoded.splits.get("test"), decoded.classes, decoded.info
     if cfg.dataset == "cifar10":
         from visionops.data.cifar10 import load_cifar10
 
-        return load_cifar10(cfg.data_dir, cfg.download)
+        return (*load_cifar10(cfg.data_dir, cfg.download), None)
     from visionops.data.imagefolder import load_imagefolder
 
-    return load_imagefolder(cfg.data_dir)
+    return (*load_imagefolder(cfg.data_dir), None)
 
 
 def _size(dataset: Dataset[Any]) -> int:
     return len(dataset)  # type: ignore[arg-type]  # every dataset here is map-style and sized
 
 
-def _channel_stats(
-    train: Dataset[Any], image_size: int
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    count = min(_size(train), _STATS_SAMPLE)
-    indices = torch.linspace(0, _size(train) - 1, count).long().tolist()
-    sample = AugmentedDataset(Subset(train, indices), build_transform(image_size), seed=0)
-    images = torch.stack([sample[i][0] for i in range(count)])
+def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     std = images.std(dim=(0, 2, 3)).clamp_min(1e-3)
     return tuple(images.mean(dim=(0, 2, 3)).tolist()), tuple(std.tolist())
 
 
-def train_loader(
-    data: DataBundle, cfg: DataConfig, sampler: EpochSampler, seed: int, pin_memory: bool
-) -> DataLoader:
-    """Batches of augmented training images in the order ``sampler`` dictates."""
-    dataset = AugmentedDataset(
-        data.train, build_transform(data.image_size, cfg.augmentations), seed
+def use_device_loader(data: DataBundle, cfg: DataConfig, device: torch.device) -> bool:
+    """Whether ``cfg.loader`` resolves to the device loader for this data and device."""
+    if cfg.loader != "auto":
+        return cfg.loader == "device"
+    if any(a.batched is None for a in image_augmentations(cfg.augmentations)):
+        return False
+    return _fits_on_device(data, "train", device)
+
+
+def _fits_on_device(data: DataBundle, split: str, device: torch.device) -> bool:
+    first = data.tensors(split, torch.tensor([0]))
+    if first is None:
+        return False
+    needed = first[0].nbytes * _size(data.split(split))
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+    else:
+        free = psutil.virtual_memory().available
+    return needed < _DEVICE_MEMORY_SHARE * free
+
+
+def create_train_loader(
+    data: DataBundle,
+    cfg: DataConfig,
+    *,
+    seed: int,
+    samples_per_epoch: int,
+    device: torch.device,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> TrainBatches:
+    """The training loader ``cfg.loader`` asks for (see ``visionops.data.loaders``)."""
+    common: dict[str, Any] = dict(
+        num_classes=data.num_classes,
+        samples_per_epoch=samples_per_epoch,
+        seed=seed,
+        device=device,
+        memory_format=memory_format,
     )
-    return _loader(
-        dataset, cfg.batch_size, cfg.num_workers, pin_memory, sampler=sampler, drop_last=True
-    )
+    if use_device_loader(data, cfg, device):
+        tensors = data.tensors("train")
+        if tensors is None:
+            raise DataError("loader=device needs decoded images; set cache to auto, disk or memory")
+        return DeviceLoader(*tensors, cfg, **common)
+    return ClassicLoader(data.train, cfg, image_size=data.image_size, **common)
 
 
-def eval_loader(
-    dataset: Dataset[Any], cfg: DataConfig, image_size: int, pin_memory: bool
-) -> DataLoader:
-    """Batches of un-augmented images in dataset order."""
-    wrapped = AugmentedDataset(dataset, build_transform(image_size), seed=0)
-    return _loader(wrapped, cfg.eval_batch_size, cfg.num_workers, pin_memory)
-
-
-def _loader(
-    dataset: Dataset[Any], batch_size: int, num_workers: int, pin_memory: bool, **kwargs: Any
-) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-        persistent_workers=num_workers > 0,
-        # A private generator: creating an iterator must not draw from the global RNG, or a
-        # resumed run's dropout and init randomness would drift from an uninterrupted one.
-        generator=torch.Generator().manual_seed(0),
-        **kwargs,
-    )
+def create_eval_loader(
+    data: DataBundle,
+    split: str,
+    cfg: DataConfig,
+    device: torch.device,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> Iterable[Batch]:
+    """Batches of un-augmented images of ``split`` in dataset order, on ``device`` when the
+    split is held decoded, else from a DataLoader (evaluate moves them)."""
+    if cfg.loader != "classic" and _fits_on_device(data, split, device):
+        tensors = data.tensors(split)
+        assert tensors is not None  # _fits_on_device checked that the split is decoded
+        return DeviceEvalLoader(*tensors, cfg.eval_batch_size, device, memory_format)
+    wrapped = AugmentedDataset(data.split(split), build_transform(None, data.image_size), seed=0)
+    return data_loader(wrapped, cfg, device, batch_size=cfg.eval_batch_size)

@@ -35,10 +35,8 @@ def _load_split(root: Path, train: bool) -> _CIFAR10Files:
     return _CIFAR10Files(root=str(root), train=train, download=False)
 
 
-def load_cifar10(
-    data_dir: Path, download: bool
-) -> tuple[TensorImageDataset, TensorImageDataset, tuple[str, ...]]:
-    """Train and test splits as uint8 tensors, downloading first if allowed and missing."""
+def cifar10_files(data_dir: Path, download: bool) -> list[Path]:
+    """The batch files of CIFAR-10 under ``data_dir``, downloading first if allowed and missing."""
     folder = data_dir / CIFAR10.base_folder
     if not folder.is_dir():
         if not download:
@@ -47,6 +45,18 @@ def load_cifar10(
             CIFAR10(root=str(data_dir), train=True, download=True)
         except (urllib.error.URLError, OSError, RuntimeError) as exc:
             raise DataError(_missing_message(data_dir, f"the download failed ({exc})")) from exc
+    names = [name for name, _ in CIFAR10.train_list + CIFAR10.test_list]
+    return [
+        folder / name for name in [*names, CIFAR10.meta["filename"]] if (folder / name).exists()
+    ]
+
+
+def load_cifar10(
+    data_dir: Path, download: bool
+) -> tuple[TensorImageDataset, TensorImageDataset, tuple[str, ...]]:
+    """Train and test splits as uint8 tensors, downloading first if allowed and missing."""
+    cifar10_files(data_dir, download)
+    folder = data_dir / CIFAR10.base_folder
     try:
         train, test = _load_split(data_dir, train=True), _load_split(data_dir, train=False)
     except RuntimeError as exc:

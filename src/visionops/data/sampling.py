@@ -69,9 +69,10 @@ class AugmentedDataset(Dataset[tuple[torch.Tensor, int]]):
         image, label = self.base[index]
         # fork_rng keeps the caller's global RNG (dropout, init) untouched when num_workers=0.
         with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(_mix(self.seed, epoch, index))
+            torch.random.default_generator.manual_seed(mix_seed(self.seed, epoch, index))
             return self.transform(image), label
 
 
-def _mix(seed: int, epoch: int, index: int) -> int:
+def mix_seed(seed: int, epoch: int, index: int) -> int:
+    """A seed for one (epoch, sample or batch) position of a run seeded with ``seed``."""
     return ((seed * 1_000_003 + epoch) * 10_000_019 + index) & 0x7FFF_FFFF_FFFF_FFFF

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from visionops.errors import DataError
+
 NUM_CLASSES = 10
 CLASS_NAMES = tuple(f"glyph_{i}" for i in range(NUM_CLASSES))
 # Glyph shapes are part of the dataset's definition, not of the sample: the same seed for
@@ -55,6 +57,12 @@ def make_synthetic(
     num_images: int, seed: int, image_size: int = 32
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (uint8, N x 3 x S x S) and labels (int64, N), identical for identical arguments."""
+    glyph_side = _GLYPH_CELLS * _GLYPH_SCALE
+    if image_size < glyph_side:
+        raise DataError(
+            f"the synthetic dataset draws {glyph_side}-pixel glyphs: image_size={image_size} "
+            f"is too small (use {glyph_side} or more)"
+        )
     glyphs = _class_glyphs(torch.Generator().manual_seed(_GLYPH_SEED))
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(num_images) % NUM_CLASSES

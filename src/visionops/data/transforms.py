@@ -1,60 +1,178 @@
-"""Transform pipelines (torchvision.transforms.v2) and the registry of training augmentations.
+"""The registry of training augmentations and the per-image transform pipelines.
 
-Train pipeline: to uint8 tensor -> resize (if the source size differs) -> augmentations ->
-float32 in [0, 1]. Evaluation pipeline: the same without augmentations. Normalisation is not
-here: it belongs to the model (see ``visionops.models.classifier``).
+An augmentation works at one of two stages:
 
-A new augmentation is one ``register_augmentation`` call; configs name them in
-``DataConfig.augmentations``.
+- **image** stage: it changes each image on its own. It has a per-image implementation (a
+  ``torchvision.transforms.v2`` transform, run by the classic loader on one uint8 image), a
+  batched implementation (tensor ops on a uint8 batch on the training device, run by the
+  device loader; see ``visionops.data.batched``), or both.
+- **batch** stage: it mixes images and labels across the batch (CutMix, MixUp). It runs on
+  the float batch after either loader and turns the labels into class probabilities.
+
+Classic pipeline: to uint8 tensor -> resize (if the source size differs) -> image-stage
+augmentations -> float32 in [0, 1]. Normalisation is not here: it belongs to the model (see
+``visionops.models.classifier``).
+
+    >>> from visionops.data.transforms import get_augmentation
+    >>> get_augmentation("cutmix").image_stage
+    False
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torchvision.transforms import v2
 
-AugmentationFactory = Callable[[int], v2.Transform]
+from visionops.data import batched
 
-_AUGMENTATIONS: dict[str, AugmentationFactory] = {}
+if TYPE_CHECKING:
+    from visionops.config import DataConfig
+
+PerImageFactory = Callable[["DataConfig"], v2.Transform]
+BatchMixFactory = Callable[["DataConfig", int], v2.Transform]
 
 
-def register_augmentation(name: str) -> Callable[[AugmentationFactory], AugmentationFactory]:
-    """Register ``factory(image_size) -> Transform`` under ``name``."""
+@dataclass(frozen=True)
+class Augmentation:
+    name: str
+    description: str
+    per_image: PerImageFactory | None = None  # classic loader
+    batched: batched.BatchedOp | None = None  # device loader
+    batch_mix: BatchMixFactory | None = None  # both loaders, after batching
 
-    def decorate(factory: AugmentationFactory) -> AugmentationFactory:
-        _AUGMENTATIONS[name] = factory
-        return factory
+    @property
+    def image_stage(self) -> bool:
+        return self.batch_mix is None
 
-    return decorate
+
+_AUGMENTATIONS: dict[str, Augmentation] = {}
+
+
+def register_augmentation(augmentation: Augmentation) -> Augmentation:
+    if augmentation.name in _AUGMENTATIONS:
+        raise ValueError(f"augmentation {augmentation.name!r} is registered twice")
+    _AUGMENTATIONS[augmentation.name] = augmentation
+    return augmentation
 
 
 def list_augmentations() -> list[str]:
     return sorted(_AUGMENTATIONS)
 
 
-@register_augmentation("random_crop")
-def _random_crop(image_size: int) -> v2.Transform:
-    # Pad by an eighth of the side (4 px at 32x32), the standard CIFAR translation.
-    return v2.RandomCrop(image_size, padding=max(1, image_size // 8), padding_mode="reflect")
+def augmentation_specs() -> list[Augmentation]:
+    return [_AUGMENTATIONS[name] for name in list_augmentations()]
 
 
-@register_augmentation("horizontal_flip")
-def _horizontal_flip(image_size: int) -> v2.Transform:
-    return v2.RandomHorizontalFlip()
+def get_augmentation(name: str) -> Augmentation:
+    if name not in _AUGMENTATIONS:
+        raise ValueError(
+            f"unknown augmentation {name!r}; available: {', '.join(list_augmentations())}"
+        )
+    return _AUGMENTATIONS[name]
 
 
-def build_transform(image_size: int, augmentations: Sequence[str] = ()) -> v2.Transform:
-    """PIL image or uint8 CHW tensor -> float32 CHW tensor in [0, 1]."""
+def _cutout_area(cfg: DataConfig) -> float:
+    side = min(cfg.cutout_size, cfg.image_size)
+    return side * side / cfg.image_size**2
+
+
+for _augmentation in (
+    Augmentation(
+        "random_crop",
+        "Pad by crop_padding pixels (reflect) and crop back: a random translation.",
+        per_image=lambda cfg: v2.RandomCrop(
+            cfg.image_size, padding=cfg.crop_padding, padding_mode="reflect"
+        ),
+        batched=batched.random_crop,
+    ),
+    Augmentation(
+        "horizontal_flip",
+        "Mirror half of the images, chosen at random.",
+        per_image=lambda cfg: v2.RandomHorizontalFlip(),
+        batched=batched.horizontal_flip,
+    ),
+    Augmentation(
+        "alternating_flip",
+        "Mirror a fixed random half of the images in even epochs and the other half in odd "
+        "epochs (airbench; device loader only).",
+        batched=batched.alternating_flip,
+    ),
+    Augmentation(
+        "cutout",
+        "Erase one cutout_size square per image (DeVries & Taylor, 2017).",
+        # A fixed-size square is RandomErasing with a fixed area and aspect ratio.
+        per_image=lambda cfg: v2.RandomErasing(
+            p=1.0, scale=(_cutout_area(cfg),) * 2, ratio=(1.0, 1.0), value=0
+        ),
+        batched=batched.cutout,
+    ),
+    Augmentation(
+        "autoaugment",
+        "AutoAugment with the CIFAR-10 policy (classic loader).",
+        per_image=lambda cfg: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
+    ),
+    Augmentation(
+        "randaugment",
+        "RandAugment, 2 operations of magnitude 9 (classic loader).",
+        per_image=lambda cfg: v2.RandAugment(),
+    ),
+    Augmentation(
+        "trivialaugment",
+        "TrivialAugmentWide: one random operation of random strength (classic loader).",
+        per_image=lambda cfg: v2.TrivialAugmentWide(),
+    ),
+    Augmentation(
+        "cutmix",
+        "CutMix: paste a box from another image, mixing the labels by area (alpha: mix_alpha).",
+        batch_mix=lambda cfg, num_classes: v2.CutMix(num_classes=num_classes, alpha=cfg.mix_alpha),
+    ),
+    Augmentation(
+        "mixup",
+        "MixUp: blend pairs of images and their labels (alpha: mix_alpha).",
+        batch_mix=lambda cfg, num_classes: v2.MixUp(num_classes=num_classes, alpha=cfg.mix_alpha),
+    ),
+):
+    register_augmentation(_augmentation)
+
+
+def image_augmentations(names: Sequence[str]) -> list[Augmentation]:
+    return [a for a in map(get_augmentation, names) if a.image_stage]
+
+
+def build_transform(cfg: DataConfig | None, image_size: int) -> v2.Transform:
+    """PIL image or uint8 CHW tensor -> float32 CHW tensor in [0, 1].
+
+    With ``cfg``, its image-stage augmentations run (per image); without, none do.
+    """
+    augmentations = image_augmentations(cfg.augmentations) if cfg else []
+    missing = [a.name for a in augmentations if a.per_image is None]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} only run on the device loader")
     return v2.Compose(
         [
             v2.ToImage(),
             _ResizeIfNeeded(image_size),
-            *(_AUGMENTATIONS[name](image_size) for name in augmentations),
+            *(a.per_image(cfg) for a in augmentations if a.per_image and cfg),
             v2.ToDtype(torch.float32, scale=True),
         ]
     )
+
+
+def build_batch_mix(cfg: DataConfig, num_classes: int) -> v2.Transform | None:
+    """The batch-stage transform of ``cfg.augmentations``: one of them per batch, or None."""
+    mixes = [
+        a.batch_mix(cfg, num_classes)
+        for a in map(get_augmentation, cfg.augmentations)
+        if a.batch_mix
+    ]
+    if not mixes:
+        return None
+    # With both CutMix and MixUp, each batch gets one of them (torchvision's reference recipe).
+    return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
 
 
 class _ResizeIfNeeded(v2.Transform):

@@ -4,7 +4,11 @@
 >>> net = create_model("resnet9", num_classes=10, width_multiplier=0.25)
 """
 
-from visionops.models import resnet9, torchvision_models  # noqa: F401  (register the models)
+from visionops.models import (  # noqa: F401  (register the models)
+    airbench,
+    resnet9,
+    torchvision_models,
+)
 from visionops.models.classifier import ImageClassifier
 from visionops.models.registry import (
     ModelSpec,

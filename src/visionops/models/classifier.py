@@ -6,7 +6,8 @@ Normalisation lives inside the model so that a logged or served model takes plai
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -24,3 +25,13 @@ class ImageClassifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone((images - self.mean) / self.std)
+
+    @property
+    def needs_data_init(self) -> bool:
+        """Whether the backbone sets some weights from the data (airbench's whitening)."""
+        return hasattr(self.backbone, "init_from_data")
+
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """Hand a sample of training images (float, [0, 1]) to the backbone, normalised."""
+        init = cast(Callable[[torch.Tensor], None], self.backbone.init_from_data)
+        init((images - self.mean) / self.std)

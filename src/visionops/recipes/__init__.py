@@ -46,4 +46,4 @@ def get_recipe(name: str) -> TrainConfig:
     return _RECIPES[name].factory()
 
 
-from visionops.recipes import basic  # noqa: E402, F401  (registers the recipes)
+from visionops.recipes import basic, cifar10  # noqa: E402, F401  (registers the recipes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from visionops.data import eval_loader
+from visionops.data import create_eval_loader
 from visionops.tracking import RunTracker, plots
 from visionops.training.evaluate import EvalResult, evaluate
 from visionops.training.job import TrainingJob
@@ -50,14 +50,15 @@ def finalize_run(
     cfg, model, data, runtime = job.cfg, job.model, job.data, job.runtime
     model.eval()
     # A run resumed from its last checkpoint has not validated in this process.
-    val = last_val or evaluate(model, job.val_loader, runtime, data.num_classes)
+    tta = cfg.data.tta
+    val = last_val or evaluate(model, job.val_loader, runtime, data.num_classes, tta=tta)
     log_evaluation(tracker, val, "val", data.classes, step=cfg.epochs)
     metrics = {"val_accuracy": val.accuracy, "val_loss": val.loss}
     if data.test is not None:
-        test_loader = eval_loader(
-            data.test, cfg.data, data.image_size, runtime.device.type == "cuda"
+        test_loader = create_eval_loader(
+            data, "test", cfg.data, runtime.device, runtime.memory_format
         )
-        test = evaluate(model, test_loader, runtime, data.num_classes)
+        test = evaluate(model, test_loader, runtime, data.num_classes, tta=tta)
         log_evaluation(tracker, test, "test", data.classes, step=cfg.epochs)
         metrics.update(test_accuracy=test.accuracy, test_loss=test.loss)
     if history:

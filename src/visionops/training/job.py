@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
-from torch.utils.data import DataLoader
 
 from visionops.config import TrainConfig, check_field, config_to_dict
-from visionops.data import DataBundle, EpochSampler, build_data, eval_loader, train_loader
+from visionops.data import (
+    Batch,
+    DataBundle,
+    TrainBatches,
+    build_data,
+    create_eval_loader,
+    create_train_loader,
+)
 from visionops.models import ImageClassifier, create_model
 from visionops.training.evaluate import EvalResult
 from visionops.training.optim import create_optimizer, create_scheduler
 from visionops.training.runtime import Runtime, capture_rng_state, restore_rng_state
+
+_DATA_INIT_SAMPLE = 5000  # training images a data-initialised model (airbench) looks at
 
 
 @dataclass
@@ -34,7 +43,9 @@ class Progress:
 
     def record_batch(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         self.loss_sum += loss.detach() * len(labels)
-        self.correct += (logits.argmax(dim=1) == labels).sum()
+        # CutMix/MixUp labels are class probabilities: the dominant class counts as the label.
+        hard_labels = labels if labels.ndim == 1 else labels.argmax(dim=1)
+        self.correct += (logits.argmax(dim=1) == hard_labels).sum()
         self.seen += len(labels)
         self.micro_batches_done += 1
 
@@ -69,9 +80,8 @@ class TrainingJob:
     optimizer: torch.optim.Optimizer
     scheduler: LRScheduler
     scaler: torch.amp.GradScaler
-    sampler: EpochSampler
-    loader: DataLoader
-    val_loader: DataLoader
+    loader: TrainBatches
+    val_loader: Iterable[Batch]
     steps_per_epoch: int
 
     def new_progress(self) -> Progress:
@@ -91,7 +101,7 @@ class TrainingJob:
             "scaler": self.scaler.state_dict(),
             "rng": capture_rng_state(),
             "progress": progress_state,
-            "sampler": self.sampler.state_dict(),
+            "loader": self.loader.state_dict(),
             "run_id": run_id,
             "config": config_to_dict(self.cfg),
         }
@@ -131,11 +141,12 @@ def build_job(cfg: TrainConfig, runtime: Runtime) -> TrainingJob:
         small_input_stem=cfg.model.small_input_stem,
         width_multiplier=cfg.model.width_multiplier,
     )
-    model = ImageClassifier(backbone, data.mean, data.std).to(runtime.device)
-    model = model.to(memory_format=runtime.memory_format)
+    model = ImageClassifier(backbone, data.mean, data.std)
+    if model.needs_data_init:
+        model.init_from_data(data.sample_images(_DATA_INIT_SAMPLE))
+    model = model.to(runtime.device).to(memory_format=runtime.memory_format)
     optimizer = create_optimizer(model, cfg.optim)
-    sampler = EpochSampler(data.num_train, steps_per_epoch * accum * batch, cfg.seed)
-    pin = runtime.device.type == "cuda"
+    device, memory_format = runtime.device, runtime.memory_format
     return TrainingJob(
         cfg=cfg,
         runtime=runtime,
@@ -144,8 +155,14 @@ def build_job(cfg: TrainConfig, runtime: Runtime) -> TrainingJob:
         optimizer=optimizer,
         scheduler=create_scheduler(optimizer, cfg.optim, steps_per_epoch, cfg.epochs),
         scaler=torch.amp.GradScaler(runtime.device.type, enabled=runtime.uses_grad_scaler),
-        sampler=sampler,
-        loader=train_loader(data, cfg.data, sampler, cfg.seed, pin_memory=pin),
-        val_loader=eval_loader(data.val, cfg.data, data.image_size, pin_memory=pin),
+        loader=create_train_loader(
+            data,
+            cfg.data,
+            seed=cfg.seed,
+            samples_per_epoch=steps_per_epoch * accum * batch,
+            device=device,
+            memory_format=memory_format,
+        ),
+        val_loader=create_eval_loader(data, "val", cfg.data, device, memory_format),
         steps_per_epoch=steps_per_epoch,
     )

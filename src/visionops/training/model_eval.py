@@ -16,7 +16,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 
 from visionops.config import Override, TrackingConfig, TrainConfig, load_config, resolve_config
-from visionops.data import build_data, eval_loader
+from visionops.data import build_data, create_eval_loader
 from visionops.errors import VisionOpsError
 from visionops.tracking import RunTracker
 from visionops.training.evaluate import EvalResult, evaluate
@@ -68,13 +68,10 @@ def evaluate_model(
     )
     runtime = resolve_runtime(cfg)
     data = build_data(cfg.data, cfg.seed)
-    images = data.split(split)
     _check_classes(info, data.num_classes, cfg.data.dataset)
     model = mlflow.pytorch.load_model(model_uri).to(runtime.device)
-    loader = eval_loader(
-        images, cfg.data, data.image_size, pin_memory=runtime.device.type == "cuda"
-    )
-    result = evaluate(model, loader, runtime, data.num_classes)
+    loader = create_eval_loader(data, split, cfg.data, runtime.device)
+    result = evaluate(model, loader, runtime, data.num_classes, tta=cfg.data.tta)
 
     run_id = None
     if log_to_mlflow:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -12,21 +13,44 @@ from visionops.config import OptimConfig
 
 
 def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD or AdamW; weight decay only on weights of dimension >= 2.
+    """SGD or AdamW over three parameter groups.
 
-    Decaying BatchNorm scales and biases only fights the normalisation and hurts accuracy.
+    - weights (dimension >= 2): ``lr`` and ``weight_decay``;
+    - normalisation-layer parameters: ``lr * norm_lr_scale`` (airbench gives BatchNorm biases
+      64x: they carry the per-channel offsets and have no weight decay to fight), and no decay
+      unless ``norm_weight_decay``;
+    - other biases: ``lr``, no decay (decaying them only fights the normalisation).
     """
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+    norm_ids = {
+        id(p)
+        for module in model.modules()
+        if isinstance(module, _NORM_LAYERS)
+        for p in module.parameters(recurse=False)
+    }
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    norm = [p for p in trainable if id(p) in norm_ids]
+    weights = [p for p in trainable if id(p) not in norm_ids and p.ndim >= 2]
+    biases = [p for p in trainable if id(p) not in norm_ids and p.ndim < 2]
+    norm_decay = cfg.weight_decay / cfg.norm_lr_scale if cfg.norm_weight_decay else 0.0
+    groups: list[dict[str, Any]] = [
+        {"name": "weights", "params": weights, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+        {
+            "name": "norm",
+            "params": norm,
+            "lr": cfg.lr * cfg.norm_lr_scale,
+            "weight_decay": norm_decay,
+        },
+        {"name": "biases", "params": biases, "lr": cfg.lr, "weight_decay": 0.0},
     ]
+    groups = [group for group in groups if group["params"]]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0
         )
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+
+
+_NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 def create_scheduler(
@@ -38,7 +62,9 @@ def create_scheduler(
     if cfg.schedule == "onecycle":
         return OneCycleLR(
             optimizer,
-            max_lr=cfg.lr,
+            max_lr=[group["lr"] for group in optimizer.param_groups],
+            div_factor=1 / cfg.lr_start_fraction,
+            final_div_factor=cfg.lr_start_fraction / cfg.lr_end_fraction,
             total_steps=total,
             pct_start=max(warmup, 1) / total,
             anneal_strategy="linear",

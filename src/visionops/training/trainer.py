@@ -41,7 +41,18 @@ from visionops.training.stop import GracefulStop
 logger = logging.getLogger("visionops.train")
 
 #: Fields a resumed run may change: they do not alter what the run computes.
-RESUMABLE_CHANGES = ("resume", "device", "num_workers", "data_dir", "tracking_uri", "register_as")
+RESUMABLE_CHANGES = (
+    "resume",
+    "device",
+    "num_workers",
+    "pin_memory",
+    "persistent_workers",
+    "prefetch_factor",
+    "data_dir",
+    "cache_dir",
+    "tracking_uri",
+    "register_as",
+)
 
 
 @dataclass
@@ -106,7 +117,9 @@ def train(cfg: TrainConfig) -> TrainResult:
                     raise interrupted(stop.signal_name, stopped_at)
 
                 job.model.eval()
-                last_val = evaluate(job.model, job.val_loader, runtime, job.data.num_classes)
+                last_val = evaluate(
+                    job.model, job.val_loader, runtime, job.data.num_classes, tta=cfg.data.tta
+                )
                 metrics = progress.finish_epoch(last_val, time.perf_counter() - epoch_start)
                 tracker.log_metrics({f"epoch/{k}": v for k, v in metrics.items()}, progress.epoch)
                 bar.end_epoch(progress.epoch - 1, metrics)
@@ -143,15 +156,13 @@ def _train_epoch(
     cfg, runtime = job.cfg, job.runtime
     accum, steps_per_epoch = cfg.optim.accumulation_steps, job.steps_per_epoch
     every_n = cfg.checkpoint.checkpoint_every_n_steps
-    job.sampler.set_epoch(progress.epoch, start=progress.micro_batches_done * cfg.data.batch_size)
+    job.loader.set_epoch(progress.epoch, start_batch=progress.micro_batches_done)
     bar.start_epoch(progress.epoch, progress.micro_batches_done // accum)
     job.model.train()
     window_start, window_images = time.perf_counter(), 0
     step_loss = torch.zeros((), device=runtime.device)
 
-    for images, labels in job.loader:
-        images = images.to(runtime.device, non_blocking=True, memory_format=runtime.memory_format)
-        labels = labels.to(runtime.device, non_blocking=True)
+    for images, labels in job.loader:  # already on the device
         with runtime.autocast():
             logits = job.model(images)
             loss = F.cross_entropy(logits, labels, label_smoothing=cfg.optim.label_smoothing)
