@@ -190,12 +190,15 @@ def _to_device(
         return
     stream = torch.cuda.Stream(device)
 
-    def copy(batch: Batch) -> Batch:
+    def copy_next() -> Batch | None:
+        batch = next(batches, None)
+        if batch is None:
+            return None
         with torch.cuda.stream(stream):
             images = batch[0].to(device, non_blocking=True, memory_format=memory_format)
             return images, batch[1].to(device, non_blocking=True)
 
-    upcoming = next((copy(b) for b in batches), None)
+    upcoming = copy_next()
     while upcoming is not None:
         torch.cuda.current_stream(device).wait_stream(stream)
         current = upcoming
@@ -203,7 +206,7 @@ def _to_device(
             # The tensors were allocated on the side stream; tell the allocator the main
             # stream uses them, or their memory could be reused while still being read.
             tensor.record_stream(torch.cuda.current_stream(device))
-        upcoming = next((copy(b) for b in batches), None)
+        upcoming = copy_next()
         yield current
 
 

@@ -14,7 +14,7 @@ def default() -> TrainConfig:
 @recipe(
     "quickstart",
     "Quarter-width ResNet-9 on the synthetic dataset, registered as vision-classifier "
-    "(about a minute on 2 CPU cores).",
+    "(one to two minutes on 2 CPU cores).",
 )
 def quickstart() -> TrainConfig:
     return TrainConfig(
