@@ -23,9 +23,7 @@ from visionops.errors import ConfigError
 
 def train_config(args: argparse.Namespace, environ: dict[str, str] | None = None) -> TrainConfig:
     """Resolve flag > VISIONOPS_* > overrides file > recipe > defaults (or the saved config)."""
-    flags = [Override(f, v, CONFIG_FIELDS[f].flag) for f, v in config_flag_values(args).items()]
-    env_values = config_overrides_from_env(list(CONFIG_FIELDS), environ)
-    env_overrides = [Override(f, v, config_env_var(f)) for f, v in env_values.items()]
+    env_overrides, flags = _env_and_flag_overrides(args, environ)
     resume = getattr(args, "resume", None)
     recipe, config_file = getattr(args, "recipe", None), getattr(args, "config", None)
     if resume is None or recipe or config_file:
@@ -48,6 +46,16 @@ def train_config(args: argparse.Namespace, environ: dict[str, str] | None = None
     return resolve_config(
         saved, [*env_overrides, *flags, Override("resume", str(run_dir), "--resume")]
     )
+
+
+def _env_and_flag_overrides(
+    args: argparse.Namespace, environ: dict[str, str] | None = None
+) -> tuple[list[Override], list[Override]]:
+    """The config values set by VISIONOPS_* variables and by command-line flags."""
+    env_values = config_overrides_from_env(list(CONFIG_FIELDS), environ)
+    env_overrides = [Override(f, v, config_env_var(f)) for f, v in env_values.items()]
+    flags = [Override(f, v, CONFIG_FIELDS[f].flag) for f, v in config_flag_values(args).items()]
+    return env_overrides, flags
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -182,10 +190,10 @@ def cmd_augmentations(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from visionops.data.cache import cache_entries, decoded_source
 
-    flags = [Override(f, v, CONFIG_FIELDS[f].flag) for f, v in config_flag_values(args).items()]
-    env_values = config_overrides_from_env(list(CONFIG_FIELDS))
-    env_overrides = [Override(f, v, config_env_var(f)) for f, v in env_values.items()]
-    cfg = resolve_config(TrainConfig(), [*env_overrides, *flags, Override("cache", "disk", "")])
+    env_overrides, flags = _env_and_flag_overrides(args)
+    cfg = resolve_config(
+        TrainConfig(), [*env_overrides, *flags, Override("cache", "disk", "visionops data cache")]
+    )
     if args.list:
         entries = list(cache_entries(cfg.data.cache_dir))
         lines = [

@@ -121,10 +121,10 @@ class DataBundle:
         """Up to ``count`` training images spread over the split, float32 in [0, 1]."""
         count = min(self.num_train, count)
         positions = torch.linspace(0, self.num_train - 1, count).long()
+        to_float = build_transform(None, self.image_size)
         tensors = self.tensors("train", positions)
         if tensors is not None:
-            return build_transform(None, self.image_size)(tensors[0])
-        to_float = build_transform(None, self.image_size)
+            return to_float(tensors[0])
         return torch.stack([to_float(self.train[i][0]) for i in positions.tolist()])
 
 

@@ -146,18 +146,17 @@ def _resized(split: TensorImageDataset, image_size: int) -> TensorImageDataset:
 
 class _Decoded(Dataset[tuple[torch.Tensor, int]]):
     def __init__(self, folder: Any, image_size: int) -> None:
-        from visionops.data.transforms import build_transform
+        from visionops.data.transforms import build_decode
 
         self.folder = folder
-        self.to_float = build_transform(None, image_size)
+        self.decode = build_decode(image_size)  # resizes exactly as the classic path does
 
     def __len__(self) -> int:
         return len(self.folder)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image, label = self.folder[index]
-        # build_transform resizes exactly as training would; back to uint8 for storage.
-        return (self.to_float(image) * 255).round().to(torch.uint8), label
+        return self.decode(image).as_subclass(torch.Tensor), label
 
 
 def _decode_images(folder: Any, image_size: int) -> TensorImageDataset:

@@ -154,12 +154,17 @@ def build_transform(cfg: DataConfig | None, image_size: int) -> v2.Transform:
         raise ValueError(f"{', '.join(missing)} only run on the device loader")
     return v2.Compose(
         [
-            v2.ToImage(),
-            _ResizeIfNeeded(image_size),
+            build_decode(image_size),
             *(a.per_image(cfg) for a in augmentations if a.per_image and cfg),
             v2.ToDtype(torch.float32, scale=True),
         ]
     )
+
+
+def build_decode(image_size: int) -> v2.Transform:
+    """PIL image or uint8 CHW tensor -> uint8 CHW tensor of side ``image_size`` (what the
+    dataset cache stores, and the first step of every training and evaluation pipeline)."""
+    return v2.Compose([v2.ToImage(), _ResizeIfNeeded(image_size)])
 
 
 def build_batch_mix(cfg: DataConfig, num_classes: int) -> v2.Transform | None:
