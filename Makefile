@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The quickstart logs to a local SQLite store unless MLFLOW_TRACKING_URI says otherwise.
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
-.PHONY: install quickstart test lint format bench-overhead bench-data bench-tta clean
+.PHONY: install quickstart test lint format bench-overhead bench-data bench-tta clean server
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,31 @@ bench-data: $(STAMP)
 bench-tta: $(STAMP)
 	$(BIN)/python benchmarks/time_to_accuracy.py --recipe cifar10-fast \
 		--dataset imagefolder --data-dir $(CIFAR10_DIR)
+
+# The team tracking server in the foreground (settings: VISIONOPS_* variables or .env; the
+# admin password is required). See README, "Team tracking server".
+server: $(STAMP)
+	$(BIN)/visionops server start
+
+# Operations on the team server (README, "Operations"): thin wrappers of scripts/ops and
+# scripts/setup. make backup [OUTPUT=dir]; make restore BACKUP=dir [YES=1]; make server-logs
+# [FOLLOW=1]. Settings as for `make server`.
+.PHONY: backup restore server-logs setup-check setup-verify
+backup:
+	scripts/ops/backup-mlflow.sh $(if $(OUTPUT),--output $(OUTPUT))
+
+restore:
+	@test -n "$(BACKUP)" || { echo "usage: make restore BACKUP=backups/<stamp> [YES=1]" >&2; exit 2; }
+	scripts/ops/restore-mlflow.sh $(BACKUP) $(if $(YES),--yes)
+
+server-logs:
+	scripts/ops/logs-mlflow.sh $(if $(FOLLOW),-f)
+
+setup-check:
+	scripts/setup/check-prerequisites.sh
+
+setup-verify: $(STAMP)
+	scripts/setup/verify-all.sh
 
 clean:
 	rm -rf outputs mlruns mlartifacts mlflow.db .pytest_cache

@@ -25,3 +25,13 @@ def test_every_recipe_is_documented() -> None:
     text = README.read_text()
     for recipe in list_recipes():
         assert f"| `{recipe.name}` |" in text
+
+
+def test_every_server_setting_is_documented_with_its_default() -> None:
+    from visionops.server.settings import ServerSettings, env_var
+
+    text = README.read_text()
+    for name, field in ServerSettings.model_fields.items():
+        default = "unset" if field.default is None else field.default
+        row = f"| `{env_var(name)}` | `{default}` | {field.description} |"
+        assert row in text, f"README server settings table is out of date for {name}"

@@ -21,10 +21,22 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+def load_dotenv_file() -> None:
+    """Read ``./.env`` into the environment (variables already set win), so the same command
+    logs locally or to the team server depending on the folder's ``.env`` alone."""
+    from dotenv import load_dotenv
+
+    load_dotenv(DOTENV_FILE, override=False)
+
+
+DOTENV_FILE = ".env"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from visionops.cli.parser import build_parser
 
     args = build_parser().parse_args(argv)
+    load_dotenv_file()
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("visionops").setLevel(logging.INFO)
     from visionops.cli.commands import COMMANDS

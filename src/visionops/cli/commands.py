@@ -218,7 +218,19 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _team_commands() -> dict[str, Any]:
+    from visionops.cli import admin_commands, registry_commands, server_commands, tracking_commands
+
+    return {
+        **server_commands.COMMANDS,
+        **admin_commands.COMMANDS,
+        **registry_commands.COMMANDS,
+        **tracking_commands.COMMANDS,
+    }
+
+
 COMMANDS = {
+    **_team_commands(),
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "models": cmd_models,

@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--list", action="store_true", default=False, help="list the cached datasets and exit"
     )
     _add_json_flag(cache)
+
+    # The team-stack commands build their own parsers, next to their implementations.
+    from visionops.cli import admin_commands, registry_commands, server_commands, tracking_commands
+
+    for module in (server_commands, admin_commands, registry_commands, tracking_commands):
+        module.add_parsers(commands)
     return parser
 
 

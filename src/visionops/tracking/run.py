@@ -3,14 +3,23 @@
 Only the main process tracks (``enabled=False`` makes every call a no-op), so distributed
 workers can share the same code path without creating runs of their own.
 
-Metric points are buffered and sent as one ``log_batch`` call at most every
-``SEND_INTERVAL_SEC`` from a background thread, so a slow tracking server never stalls a
-training step and the sending thread rarely competes with the training loop for the GIL and
-the cores. ``flush`` sends the rest and waits; it is called before every checkpoint, so
-everything up to a checkpoint is durable in MLflow. (MLflow's own async logging batches
-similarly, but its flush restarts a worker that polls once a second, which costs up to a
-second per checkpoint.) A resumed run skips points it already holds, so no metric step is
-ever logged twice.
+Metric points are buffered and, at most every ``SEND_INTERVAL_SEC``, written as one batch to
+the run's write-ahead spool (``<run dir>/tracking-spool/``, see ``spool.py``), then sent with
+``log_batch`` from a background thread, which deletes the file once MLflow has it. A slow
+tracking server never stalls a training step, and the sending thread rarely competes with the
+training loop for the GIL and the cores. (MLflow's own async logging batches similarly, but its
+flush restarts a worker that polls once a second, which costs up to a second per checkpoint.)
+
+If the server goes away, training does not notice: batches stay spooled, one warning says so,
+and the thread sends them, oldest first, once ``/health`` answers again (it checks every few
+seconds), at the end of the run, or when someone runs ``visionops tracking replay``. ``flush``,
+called before every checkpoint, spools the buffer and then waits at most
+``FLUSH_TIMEOUT_SEC`` for the thread: the spool file, not the server, is what makes the points
+durable, so the wait only keeps the usual case (server up) "in MLflow by the checkpoint"
+without letting a dead server, or MLflow's minutes of retries inside ``log_batch``, stall
+training. Sending a batch twice is harmless (see ``spool.py``), which is what makes the replay
+exactly-once in effect. A resumed run skips points it already holds, in MLflow or in the
+spool its crashed predecessor left, so no metric step is ever logged twice.
 """
 
 from __future__ import annotations
@@ -18,7 +27,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +36,14 @@ from mlflow.tracking import MlflowClient
 
 from visionops import env
 from visionops.config import TrackingConfig
+from visionops.tracking.sender import SpoolSender, refusal_error, server_answers
+from visionops.tracking.spool import MetricSpool, replay_command, spool_folder
 
 logger = logging.getLogger(__name__)
 
 SYSTEM_METRIC_PREFIX = "system/"
 SEND_INTERVAL_SEC = 2.0
+FLUSH_TIMEOUT_SEC = 15.0
 _MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch request
 
 
@@ -41,9 +52,10 @@ class RunTracker:
         self.cfg = cfg
         self.enabled = enabled
         self.run_id: str | None = None
+        self.tracking_uri: str | None = None
         self._already_logged: dict[str, set[int]] = {}
-        self._sender: ThreadPoolExecutor | None = None
-        self._pending: list[Future[None]] = []
+        self._spool = MetricSpool()  # in memory until spool_in() names the run folder
+        self._sender: SpoolSender | None = None
         self._buffer: list[Metric] = []
         self._last_send = time.monotonic()
 
@@ -69,8 +81,30 @@ class RunTracker:
             )
             mlflow.log_params(dict(params), synchronous=True)
         self.run_id = run.info.run_id
-        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="visionops-metrics")
+        self.tracking_uri = mlflow.get_tracking_uri()
+        self._sender = SpoolSender(self._spool, self.tracking_uri)
         return self.run_id
+
+    def spool_in(self, run_dir: Path) -> None:
+        """Keep unsent metric points in ``run_dir/tracking-spool`` (call right after ``start``).
+
+        Points an earlier process of this run left there are sent first, and their steps count
+        as logged, like the points MLflow already holds.
+        """
+        if self._sender is None or self.run_id is None:
+            return
+        if self._buffer or self._spool.num_points():
+            raise RuntimeError("spool_in() must come before the first log_metrics()")
+        spool = MetricSpool(spool_folder(run_dir))
+        spool.discard_partial_writes()
+        spool.clear_end()  # this process ends the run now
+        leftover = spool.steps_by_key(self.run_id)
+        for key, steps in leftover.items():
+            self._already_logged.setdefault(key, set()).update(steps)
+        self._spool = self._sender.spool = spool
+        if leftover:
+            logger.info("sending metric points left in %s by an earlier process", spool.folder)
+            self._sender.replay()
 
     def _experiment_id(self) -> str | None:
         name = self.cfg.experiment
@@ -94,27 +128,31 @@ class RunTracker:
         ]
         self._buffer.extend(points)
         if time.monotonic() - self._last_send >= SEND_INTERVAL_SEC:
-            self._submit_buffer()
+            self._spool_buffer()
+            self._sender.request()
 
-    def _submit_buffer(self) -> None:
-        if self._sender is None:
-            return
+    def _spool_buffer(self) -> None:
+        assert self.run_id is not None and self.tracking_uri is not None
         for start in range(0, len(self._buffer), _MAX_METRICS_PER_BATCH):
             chunk = self._buffer[start : start + _MAX_METRICS_PER_BATCH]
-            self._pending.append(self._sender.submit(self._send, chunk))
+            self._spool.append(self.run_id, self.tracking_uri, chunk)
         self._buffer = []
         self._last_send = time.monotonic()
 
-    def _send(self, points: list[Metric]) -> None:
-        assert self.run_id is not None
-        MlflowClient().log_batch(self.run_id, metrics=points, synchronous=True)
-
     def flush(self) -> None:
-        """Send buffered points and wait until all are stored; re-raises a sending error."""
-        self._submit_buffer()
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
+        """Make every point logged so far durable: in MLflow, or in the spool while the server
+        is unreachable or slow. Raises TrackingRefused if the server refused points (HTTP 4xx).
+        """
+        if self._sender is None:
+            return
+        self._spool_buffer()
+        self._sender.deliver_now(FLUSH_TIMEOUT_SEC)
+        self._raise_refusal()
+
+    def _raise_refusal(self) -> None:
+        if self._sender is not None and self._sender.refusal is not None:
+            error, self._sender.refusal = self._sender.refusal, None
+            raise refusal_error(error, self._spool) from error
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if self.enabled:
@@ -133,17 +171,43 @@ class RunTracker:
             mlflow.set_tags(dict(tags))
 
     def end(self, status: str = "FINISHED") -> None:
-        """Flush pending points and close the run with ``FINISHED``, ``FAILED`` or ``KILLED``."""
-        if not self.enabled or self.run_id is None:
+        """Send what is left and close the run with ``FINISHED``, ``FAILED`` or ``KILLED``.
+
+        With the server unreachable the points stay spooled, the status is written next to them
+        and a warning names the command that sends both later. Raises TrackingRefused if the
+        server refused points (HTTP 4xx); the run is closed first.
+        """
+        sender, self._sender = self._sender, None
+        if sender is None or self.run_id is None or self.tracking_uri is None:
             return
-        try:
-            self.flush()
-        finally:
-            if self._sender is not None:
-                self._sender.shutdown()
-                self._sender = None
+        self._spool_buffer()  # durable before anything below can fail
+        sender.close(FLUSH_TIMEOUT_SEC)
+        remaining = self._spool.num_points()
+        reachable = server_answers(self.tracking_uri)
+        if reachable:
             if mlflow.active_run() is not None:
                 mlflow.end_run(status=status)
+        else:
+            self._spool.mark_end(self.run_id, self.tracking_uri, status)
+            _forget_active_run()
+        if sender.refusal is not None:
+            raise refusal_error(sender.refusal, self._spool) from sender.refusal
+        if remaining or not reachable:
+            self._warn_unsent(remaining, None if reachable else status)
+
+    def _warn_unsent(self, remaining: int, status: str | None) -> None:
+        """One warning: what did not reach the server, where it is, the command that sends it."""
+        what = f"{remaining} metric points" + (f" and the run's end ({status})" if status else "")
+        if self._spool.folder is None:
+            logger.warning("%s did not reach %s and are lost", what, self.tracking_uri)
+            return
+        logger.warning(
+            "%s did not reach %s; they stay in %s. Send them with: %s",
+            what,
+            self.tracking_uri,
+            self._spool.folder,
+            replay_command(self._spool.folder),
+        )
 
 
 def _logged_steps(run_id: str) -> dict[str, set[int]]:
@@ -153,3 +217,18 @@ def _logged_steps(run_id: str) -> dict[str, set[int]]:
         k for k in client.get_run(run_id).data.metrics if not k.startswith(SYSTEM_METRIC_PREFIX)
     ]
     return {key: {m.step for m in client.get_metric_history(run_id, key)} for key in keys}
+
+
+def _forget_active_run() -> None:
+    """Drop this process's active run without telling the unreachable server.
+
+    ``mlflow.end_run`` would retry for minutes, here and again at exit; the run's status is
+    spooled and set by ``visionops tracking replay`` instead.
+    """
+    from mlflow.environment_variables import MLFLOW_RUN_ID
+    from mlflow.tracking import fluent
+
+    stack = fluent._active_run_stack.get()
+    if stack:
+        stack.pop()
+    MLFLOW_RUN_ID.unset()

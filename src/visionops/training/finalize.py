@@ -71,7 +71,10 @@ def finalize_run(
         from visionops.tracking.model_logging import log_model
 
         info = log_model(model, next(iter(job.val_loader))[0], cfg.tracking.register_as)
-        model_uri, version = info.model_uri, info.registered_model_version
+        model_uri = info.model_uri
+        # A local store reports the version as a number, the REST client as a string.
+        if info.registered_model_version is not None:
+            version = int(info.registered_model_version)
         tracker.set_tags({"visionops.model_uri": model_uri})
     tracker.flush()
     return FinalResult(metrics, model_uri, version)

@@ -87,10 +87,12 @@ def train(cfg: TrainConfig) -> TrainResult:
         resume_run_id=resumed["run_id"] if resumed else None,
     )
     run_dir = resume_dir or _new_run_dir(cfg, run_id, tracker, create=main_process)
+    tracker.spool_in(run_dir)  # metric points wait there while the tracking server is away
     logger.info("run %s on %s; checkpoints in %s", run_id, runtime.describe(), run_dir)
 
     def save() -> Path:
-        # Everything logged so far must be in MLflow before a checkpoint says it happened.
+        # Everything logged so far must be in MLflow, or durably in the run's tracking spool,
+        # before a checkpoint says it happened.
         tracker.flush()
         path = ckpt.checkpoint_path(run_dir, progress.step)
         if main_process:

@@ -1,0 +1,132 @@
+"""``visionops promote`` and ``visionops rollback``: the registry workflow on MLflow aliases."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from visionops.cli.output import emit
+from visionops.registry.policy import (
+    DEFAULT_LATENCY_BUDGET_MS,
+    DEFAULT_LATENCY_RUNS,
+    DEFAULT_LATENCY_THREADS,
+    DEFAULT_MAX_ACCURACY_DROP,
+)
+
+#: Exit code of a promotion the gate rejected (user errors exit 2).
+EXIT_REJECTED = 1
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    promote = commands.add_parser(
+        "promote",
+        help="move a registry alias to a model version that passes the promotion gate",
+        description="Point ALIAS of MODEL at VERSION if its val/accuracy is not worse than the "
+        "current holder's (minus --max-accuracy-drop) and its p95 CPU latency at batch 1 is "
+        "within --latency-budget-ms. The decision and evidence are written as "
+        "visionops.promotion.<alias>.* tags on the version; a rejection exits 1.",
+    )
+    _add_model_and_alias(promote)
+    promote.add_argument("--version", type=int, required=True, help="model version to promote")
+    promote.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=DEFAULT_MAX_ACCURACY_DROP,
+        metavar="FRACTION",
+        help="how much lower the candidate's val/accuracy may be than the current holder's, as "
+        f"a fraction (0.005 = half a point) [default: {DEFAULT_MAX_ACCURACY_DROP}]",
+    )
+    promote.add_argument(
+        "--latency-budget-ms",
+        type=float,
+        default=DEFAULT_LATENCY_BUDGET_MS,
+        metavar="MS",
+        help="largest accepted p95 CPU latency of one image, in milliseconds "
+        f"[default: {DEFAULT_LATENCY_BUDGET_MS}]",
+    )
+    promote.add_argument(
+        "--latency-runs",
+        type=int,
+        default=DEFAULT_LATENCY_RUNS,
+        metavar="N",
+        help=f"timed single-image runs after the warm-up [default: {DEFAULT_LATENCY_RUNS}]",
+    )
+    promote.add_argument(
+        "--latency-threads",
+        type=int,
+        default=DEFAULT_LATENCY_THREADS,
+        metavar="N",
+        help="torch threads while timing, as in the serving worker "
+        f"[default: {DEFAULT_LATENCY_THREADS}]",
+    )
+    promote.add_argument(
+        "--force",
+        action="store_true",
+        help="move the alias even if the gate fails or a val/accuracy is missing; the gate is "
+        "still measured and the override is recorded (decision 'forced')",
+    )
+    _add_tracking_and_json(promote)
+
+    rollback = commands.add_parser(
+        "rollback",
+        help="move a registry alias back to its previous holder",
+        description="Point ALIAS of MODEL back at the version that held it before the current "
+        "one, from the alias history visionops keeps (deleted versions are skipped).",
+    )
+    _add_model_and_alias(rollback)
+    _add_tracking_and_json(rollback)
+
+
+def _add_model_and_alias(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="registered model name")
+    parser.add_argument("--alias", required=True, help="alias, e.g. production or staging")
+
+
+def _add_tracking_and_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from visionops.registry.policy import PromotionPolicy
+    from visionops.registry.promotion import promote
+
+    policy = PromotionPolicy(
+        max_accuracy_drop=args.max_accuracy_drop,
+        latency_budget_ms=args.latency_budget_ms,
+        latency_runs=args.latency_runs,
+        latency_threads=args.latency_threads,
+    )
+    result = promote(
+        args.model,
+        args.version,
+        args.alias,
+        policy,
+        force=args.force,
+        tracking_uri=args.tracking_uri,
+    )
+    target = f"{args.model} version {result.version} -> {result.alias!r}"
+    lines = [f"{result.decision}: {target}: {result.reason}"]
+    if result.decision == "unchanged":
+        lines = [f"unchanged: {result.reason}"]
+    elif result.alias_moved:
+        previous = result.incumbent_version or "none"
+        lines.append(f"{result.alias!r} now points to version {result.version} (was {previous})")
+    emit(lines, result.as_dict(), args.json)
+    return EXIT_REJECTED if result.decision == "rejected" else 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from visionops.registry.rollback import rollback
+
+    result = rollback(args.model, args.alias, tracking_uri=args.tracking_uri)
+    lines = [
+        f"rolled back {args.model} {result.alias!r}: version {result.from_version} -> "
+        f"{result.to_version}",
+        *(f"skipped deleted version {v}" for v in result.skipped_versions),
+    ]
+    emit(lines, result.as_dict(), args.json)
+    return 0
+
+
+COMMANDS: dict[str, Any] = {"promote": cmd_promote, "rollback": cmd_rollback}

@@ -1,0 +1,117 @@
+"""Shared registry machinery: the client, user-facing errors, who acts and when."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from visionops.errors import VisionOpsError
+
+# MLflow's own rules for alias names (mlflow.utils.validation), checked before anything is
+# written so that a bad alias fails before the gate spends time measuring latency.
+_ALIAS_PATTERN = re.compile(r"^[\w\-]+$")
+_VERSION_ALIAS_PATTERN = re.compile(r"^[vV]\d+$")
+
+
+class RegistryError(VisionOpsError):
+    """A registered model, version or alias is missing, or lacks what the workflow needs."""
+
+
+def registry_client(tracking_uri: str | None) -> MlflowClient:
+    """A client for ``tracking_uri`` (default: MLflow's own resolution, MLFLOW_TRACKING_URI).
+
+    The global URI is set too, because ``mlflow.pytorch.load_model("models:/...")`` reads it.
+    """
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    return MlflowClient()
+
+
+@contextmanager
+def mlflow_errors(action: str) -> Iterator[None]:
+    """Turn MLflow's exceptions (missing model, HTTP 401/403, ...) into one-line user errors."""
+    try:
+        yield
+    except MlflowException as exc:
+        if exc.error_code == "UNAUTHENTICATED":
+            detail = (
+                "the server did not accept the credentials (401); set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+            )
+        elif exc.error_code == "PERMISSION_DENIED":
+            detail = "permission denied (403); moving aliases needs EDIT on the registered model"
+        else:
+            text = str(exc.message).strip()
+            detail = text.splitlines()[0] if text else repr(exc)
+        raise RegistryError(f"{action}: {detail}") from exc
+
+
+def check_alias(alias: str) -> None:
+    if not _ALIAS_PATTERN.match(alias) or alias.lower() == "latest":
+        raise RegistryError(
+            f"invalid alias {alias!r}: use letters, digits, '_' and '-' (not 'latest')"
+        )
+    if _VERSION_ALIAS_PATTERN.match(alias):
+        raise RegistryError(f"invalid alias {alias!r}: names like v1, v42 are reserved by MLflow")
+
+
+def existing_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
+    """Version ``version`` of ``name``, ready to load; a clear error if it is not."""
+    try:
+        model_version = client.get_model_version(name, version)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            registered_model(client, name)  # names a missing model rather than its version
+            raise RegistryError(f"model {name!r} has no version {version}") from exc
+        raise
+    if model_version.status != "READY":
+        raise RegistryError(
+            f"version {version} of model {name!r} is {model_version.status}, not READY"
+        )
+    return model_version
+
+
+def version_exists(client: MlflowClient, name: str, version: str) -> bool:
+    """False for a deleted version (MLflow keeps no trace of it but the number)."""
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
+
+
+def current_holder(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version ``alias`` points to now, or None."""
+    # The registered model lists its aliases; asking for a missing alias directly answers
+    # INVALID_PARAMETER_VALUE, indistinguishable from a malformed request.
+    holder = registered_model(client, name).aliases.get(alias)
+    return None if holder is None else str(holder)
+
+
+def registered_model(client: MlflowClient, name: str) -> RegisteredModel:
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise RegistryError(f"no registered model is named {name!r}") from exc
+        raise
+
+
+def acting_user() -> str:
+    """Who promotes: the tracking server user when there is one, else the OS user."""
+    return os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,90 @@
+"""CPU latency of a registered model at batch 1, measured where the promotion runs.
+
+The model is loaded from the registry exactly as a server would load it (``pt2`` /
+torch.export, or a pickled module), fed random images of the shape in its signature, and
+timed one image at a time after a warm-up, on a given number of torch threads (the promotion
+policy's, one by default: a serving worker's setting).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.exceptions import MlflowException
+
+from visionops.registry._client import RegistryError
+
+#: Untimed passes first: the first calls allocate buffers and pick kernels.
+WARMUP_RUNS = 10
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    p50_ms: float
+    p95_ms: float
+    runs: int
+    warmup_runs: int
+    num_threads: int
+    input_shape: tuple[int, ...]
+
+
+def measure_latency(
+    model_uri: str, num_runs: int, num_threads: int, num_warmup: int = WARMUP_RUNS
+) -> LatencyStats:
+    """Load ``model_uri`` on the CPU and time ``num_runs`` single-image forward passes."""
+    shape = batch_one_shape(model_uri)
+    try:
+        model = mlflow.pytorch.load_model(model_uri, device="cpu")
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(f"cannot load {model_uri} to measure its latency: {exc}") from exc
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        return time_forward(model, torch.rand(shape), num_runs, num_warmup)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def time_forward(
+    model: Callable[[torch.Tensor], Any], example: torch.Tensor, num_runs: int, num_warmup: int
+) -> LatencyStats:
+    """p50/p95 wall time of ``model(example)`` in milliseconds, on torch's current threads."""
+    timings_ms = []
+    with torch.inference_mode():
+        for _ in range(num_warmup):
+            model(example)
+        for _ in range(num_runs):
+            start = time.perf_counter()
+            model(example)
+            timings_ms.append((time.perf_counter() - start) * 1000.0)
+    p50, p95 = np.percentile(np.asarray(timings_ms), [50, 95])
+    return LatencyStats(
+        p50_ms=float(p50),
+        p95_ms=float(p95),
+        runs=num_runs,
+        warmup_runs=num_warmup,
+        num_threads=torch.get_num_threads(),
+        input_shape=tuple(example.shape),
+    )
+
+
+def batch_one_shape(model_uri: str) -> tuple[int, ...]:
+    """The input shape from the model's signature with the batch dimension set to 1."""
+    try:
+        info = mlflow.models.get_model_info(model_uri)
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(f"cannot read the model at {model_uri}: {exc}") from exc
+    inputs = info.signature.inputs.to_dict() if info.signature and info.signature.inputs else []
+    shape = inputs[0].get("tensor-spec", {}).get("shape") if len(inputs) == 1 else None
+    if not shape or any(dim < 1 for dim in shape[1:]):
+        raise RegistryError(
+            f"{model_uri} has no signature with one fixed-size tensor input (got {inputs}); "
+            "its latency cannot be measured"
+        )
+    return (1, *(int(dim) for dim in shape[1:]))

@@ -1,0 +1,238 @@
+"""Start and stop the ``mlflow server`` process (and a loopback S3 endpoint for trying S3).
+
+The server runs in its own session so that stopping it also stops its uvicorn workers.
+``start_server`` returns once ``/health`` answers; the process's output goes to
+``STATE_DIR/server.log`` and its pid to ``STATE_DIR/server.pid``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from visionops.server.settings import ServerConfigError, ServerSettings
+
+STARTUP_TIMEOUT_SEC = 120.0
+
+
+@dataclass
+class ServerProcess:
+    """A started process: its pid (the leader of its own session), URL and log file."""
+
+    pid: int
+    url: str
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def running(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM to the whole session, SIGKILL after ``timeout`` seconds."""
+        _signal_group(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.running():
+            _signal_group(self.pid, signal.SIGKILL)
+        if self.popen is not None:
+            self.popen.wait(timeout=10)
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # already gone
+        os.killpg(pid, signum)
+
+
+def write_auth_config(settings: ServerSettings) -> Path:
+    """MLflow's basic-auth config (``MLFLOW_AUTH_CONFIG_PATH``): users and permissions in their
+    own PostgreSQL database. Readable by the owner only: it holds the admin password."""
+    values = {
+        "default_permission": settings.default_permission,
+        "database_uri": settings.database_uri(settings.auth_db),
+        "admin_username": settings.admin_username,
+        "admin_password": settings.checked_admin_password(),
+        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+    }
+    config = configparser.ConfigParser()
+    # MLflow reads the file with interpolation on, where a literal % is written %%.
+    config["mlflow"] = {key: value.replace("%", "%%") for key, value in values.items()}
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.state_dir / "basic_auth.ini"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        config.write(handle)
+    return path
+
+
+def server_command(settings: ServerSettings, environ: Mapping[str, str] | None = None) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        settings.database_uri(settings.tracking_db),
+        "--artifacts-destination",
+        settings.resolved_artifacts_destination(environ),
+        "--app-name",
+        "basic-auth",
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.port),
+        "--workers",
+        str(settings.workers),
+    ]
+
+
+def server_environment(
+    settings: ServerSettings, overlay: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    env = {**os.environ, **(overlay or {})}
+    env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_auth_config(settings).resolve())
+    env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = settings.secret_key()
+    # MLflow's job runner (a dozen huey consumers) serves features visionops does not use.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return env
+
+
+def start_server(
+    settings: ServerSettings, foreground: bool = False, env: Mapping[str, str] | None = None
+) -> ServerProcess:
+    """Start ``mlflow server`` for ``settings`` and wait until it answers ``/health``.
+
+    With ``foreground`` the server's output goes to this terminal instead of the log file;
+    ``env`` adds to this process's environment for the server (S3 endpoint and keys).
+    Raises ServerConfigError when the settings are unusable, the port is taken or the server
+    exits during start-up (the message includes the end of its log).
+    """
+    from visionops.server.databases import ensure_databases
+
+    env = server_environment(settings, env)  # checks the admin password first
+    if _answers(settings.url):
+        raise ServerConfigError(f"something already answers at {settings.url}")
+    ensure_databases(settings)
+    destination = settings.resolved_artifacts_destination(env)
+    if destination.startswith("s3://"):
+        ensure_bucket(destination, env)
+    else:
+        Path(destination).mkdir(parents=True, exist_ok=True)
+    log_path = settings.state_dir / "server.log"
+    output = None if foreground else log_path.open("ab")
+    popen = subprocess.Popen(
+        server_command(settings, env),
+        env=env,
+        stdout=output,
+        stderr=subprocess.STDOUT if output else None,
+        start_new_session=True,
+    )
+    if output:
+        output.close()
+    server = ServerProcess(popen.pid, settings.url, log_path, popen)
+    (settings.state_dir / "server.pid").write_text(str(popen.pid))
+    try:
+        wait_until_ready(server)
+    except ServerConfigError:
+        server.stop()
+        raise
+    return server
+
+
+def wait_until_ready(server: ServerProcess, timeout: float = STARTUP_TIMEOUT_SEC) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not server.running():
+            raise ServerConfigError(
+                f"the tracking server exited during start-up:\n{_log_tail(server.log_path)}"
+            )
+        if _answers(server.url):
+            return
+        time.sleep(0.3)
+    raise ServerConfigError(f"the tracking server did not answer within {timeout:.0f} s")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/health", timeout=2).ok
+    except requests.RequestException:
+        return False
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def running_server(settings: ServerSettings) -> ServerProcess | None:
+    """The server started by ``start_server`` for this state folder, if it still runs."""
+    pid_file = settings.state_dir / "server.pid"
+    if not pid_file.is_file():
+        return None
+    server = ServerProcess(
+        int(pid_file.read_text()), settings.url, settings.state_dir / "server.log"
+    )
+    return server if server.running() else None
+
+
+def ensure_bucket(destination: str, environ: Mapping[str, str] | None = None) -> None:
+    """Create the bucket of an ``s3://bucket/prefix`` destination if it does not exist."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    environ = os.environ if environ is None else environ
+    bucket = destination.removeprefix("s3://").split("/", 1)[0]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=environ.get("MLFLOW_S3_ENDPOINT_URL"),
+        aws_access_key_id=environ.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=environ.get("AWS_SECRET_ACCESS_KEY"),
+        region_name=environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+    )
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError:
+        s3.create_bucket(Bucket=bucket)
+
+
+def start_local_s3(host: str, port: int, log_path: Path) -> ServerProcess:
+    """moto's S3 API on a loopback port: an in-memory stand-in for S3 or MinIO where neither
+    runs. Everything it holds is lost when it stops."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as output:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = ServerProcess(popen.pid, f"http://{host}:{port}", log_path, popen)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not server.running():
+            raise ServerConfigError(f"moto exited during start-up:\n{_log_tail(log_path)}")
+        try:
+            requests.get(server.url, timeout=1)
+            return server
+        except requests.RequestException:
+            time.sleep(0.2)
+    server.stop()
+    raise ServerConfigError("moto did not answer within 30 s")

@@ -1,0 +1,83 @@
+"""Promotion and rollback through the authenticated team server (PostgreSQL registry, models
+loaded for the latency check through the server's artifact proxy from S3)."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+
+from visionops.cli import main
+from visionops.config import with_fields
+from visionops.training import train
+
+pytestmark = pytest.mark.integration
+
+MODEL = "registry-e2e-model"
+
+
+def test_promote_and_rollback_through_the_team_server(
+    shared_stack, as_user, tiny_config, capsys
+) -> None:
+    as_user(shared_stack, *shared_stack.admin_auth)
+    result = train(with_fields(tiny_config, tracking_uri=shared_stack.url, register_as=MODEL))
+    # A second version of the same run: equal val/accuracy passes the default zero-drop gate.
+    second = mlflow.register_model(result.model_uri, MODEL)
+    assert (result.registered_version, str(second.version)) == (1, "2")
+    gate = ["--alias", "production", "--latency-runs", "3", "--latency-budget-ms", "10000"]
+
+    def cli(*argv: str) -> tuple[int, dict[str, object], str]:
+        code = main([*argv, "--model", MODEL, "--json"])
+        out, err = capsys.readouterr()
+        return code, (json.loads(out.strip().splitlines()[-1]) if code != 2 else {}), err
+
+    for version in ("1", "2"):
+        code, payload, _ = cli("promote", "--version", version, *gate)
+        assert (code, payload["decision"]) == (0, "approved")
+
+    client = mlflow.MlflowClient()
+    assert client.get_model_version_by_alias(MODEL, "production").version == "2"
+    tags = client.get_model_version(MODEL, "2").tags
+    assert tags["visionops.promotion.production.decided_by"] == shared_stack.admin_auth[0]
+    assert tags["visionops.promotion.production.incumbent_version"] == "1"
+    assert float(tags["visionops.promotion.production.candidate_val_accuracy"]) == pytest.approx(
+        result.metrics["val_accuracy"]
+    )
+
+    # Rolling back needs EDIT on the model: anonymous callers (401) and users with only the
+    # default READ (403) are refused and nothing moves; a user granted EDIT rolls back.
+    from mlflow.server import get_app_client
+
+    auth = get_app_client("basic-auth", tracking_uri=shared_stack.url)
+    for user in ("registry-editor", "registry-reader"):
+        auth.create_user(user, f"{user}-password-0")
+    auth.grant_user_permission("registry-editor", "registered_model", MODEL, "EDIT")
+    refusals = {
+        (None, None): "did not accept the credentials (401)",
+        ("registry-reader", "registry-reader-password-0"): "permission denied (403)",
+    }
+    for (user, password), refusal in refusals.items():
+        as_user(shared_stack, user, password)
+        code, _, err = cli("rollback", "--alias", "production")
+        assert code == 2 and err.startswith("error: cannot roll back 'production'"), err
+        assert refusal in err and len(err.strip().splitlines()) == 1
+    as_user(shared_stack, *shared_stack.admin_auth)
+    assert client.get_model_version_by_alias(MODEL, "production").version == "2"
+
+    as_user(shared_stack, "registry-editor", "registry-editor-password-0")
+    code, payload, _ = cli("rollback", "--alias", "production")
+    assert (code, payload["from_version"], payload["to_version"]) == (0, "2", "1")
+    assert payload["rolled_back_by"] == "registry-editor"
+    assert client.get_model_version_by_alias(MODEL, "production").version == "1"
+    history = json.loads(
+        client.get_registered_model(MODEL).tags["visionops.alias_history.production"]
+    )
+    assert [(e["version"], e["by"], e["rolled_back"]) for e in history] == [
+        ("1", "admin", False),
+        ("2", "admin", True),
+        ("1", "registry-editor", False),
+    ]
+    demoted = client.get_model_version(MODEL, "2").tags
+    assert demoted["visionops.rollback.production.demoted_by"] == "registry-editor"
+    assert demoted["visionops.rollback.production.replaced_by"] == "1"
