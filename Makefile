@@ -46,7 +46,7 @@ bench-tta: $(STAMP)
 		--dataset imagefolder --data-dir $(CIFAR10_DIR)
 
 # The team tracking server in the foreground (settings: VISIONOPS_* variables or .env; the
-# admin password is required). See README, "Team tracking server".
+# admin password is required). See README, "Team server".
 server: $(STAMP)
 	$(BIN)/visionops server start
 

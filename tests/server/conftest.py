@@ -104,6 +104,12 @@ def start_stack(state_dir: Path, default_permission: str = "READ") -> Stack:
     return Stack(settings, s3, server, server_env)
 
 
+@pytest.fixture(name="free_port")
+def free_port_fixture() -> Callable[[], int]:
+    """A function that returns a free loopback port."""
+    return free_port
+
+
 @pytest.fixture
 def stack_factory(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     stacks: list[Stack] = []

@@ -15,7 +15,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         "server",
         help="run the team tracking server (mlflow server, PostgreSQL, S3, basic-auth)",
         description="Settings come from VISIONOPS_SERVER_*/VISIONOPS_* variables and .env; see "
-        "the README, 'Team tracking server'.",
+        "the README, 'Team server'.",
     )
     actions = server.add_subparsers(dest="server_command", required=True, metavar="COMMAND")
     start = actions.add_parser(
@@ -61,6 +61,9 @@ def cmd_server(args: argparse.Namespace) -> int:
         return 0 if server else 1
     if args.server_command == "stop":
         server = running_server(settings)
+        local_s3 = running_server(settings, "s3")
+        if local_s3 is not None:  # started by --local-s3-port with --detach
+            local_s3.stop()
         if server is None:
             emit(
                 [f"no server started from {settings.state_dir} is running"],
@@ -82,6 +85,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     local_s3 = None
     if args.local_s3_port:
         local_s3 = start_local_s3("127.0.0.1", args.local_s3_port, settings.state_dir / "s3.log")
+        (settings.state_dir / "s3.pid").write_text(str(local_s3.pid))
         env = {"MLFLOW_S3_ENDPOINT_URL": local_s3.url}
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             env.setdefault(key, "local-s3")

@@ -38,6 +38,14 @@ class ServerProcess:
         if self.popen is not None:
             return self.popen.poll() is None
         try:
+            # A child of this process that exited stays a zombie (which kill(0) counts as alive)
+            # until it is reaped; other processes are not ours to wait for.
+            pid, _ = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                return False
+        except ChildProcessError:
+            pass
+        try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
             return False
@@ -182,15 +190,15 @@ def _log_tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def running_server(settings: ServerSettings) -> ServerProcess | None:
-    """The server started by ``start_server`` for this state folder, if it still runs."""
-    pid_file = settings.state_dir / "server.pid"
+def running_server(settings: ServerSettings, name: str = "server") -> ServerProcess | None:
+    """The process ``name`` (``server``, or ``s3`` for the local S3) started for this state
+    folder, if it still runs."""
+    pid_file = settings.state_dir / f"{name}.pid"
     if not pid_file.is_file():
         return None
-    server = ServerProcess(
-        int(pid_file.read_text()), settings.url, settings.state_dir / "server.log"
-    )
-    return server if server.running() else None
+    log_path = settings.state_dir / f"{name}.log"
+    process = ServerProcess(int(pid_file.read_text()), settings.url, log_path)
+    return process if process.running() else None
 
 
 def ensure_bucket(destination: str, environ: Mapping[str, str] | None = None) -> None:
