@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 # The quickstart logs to a local SQLite store unless MLFLOW_TRACKING_URI says otherwise.
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
-.PHONY: install quickstart test lint format bench-overhead bench-data bench-tta clean server
+.PHONY: install quickstart test lint format bench-overhead bench-data bench-tta clean server \
+	tune tune-quick tune-extensive
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +20,17 @@ install: $(STAMP)
 quickstart: $(STAMP)
 	$(BIN)/visionops train --recipe quickstart
 	$(BIN)/visionops evaluate --model-uri models:/vision-classifier/latest
+
+# Hyperparameter sweeps on Ray Tune (README, "Hyperparameter search"); TUNE_FLAGS adds flags,
+# e.g. make tune TUNE_FLAGS="--address ray://head:10001 --gpus-per-trial 0.5".
+tune: $(STAMP)
+	$(BIN)/visionops tune --preset default $(TUNE_FLAGS)
+
+tune-quick: $(STAMP)
+	$(BIN)/visionops tune --preset quick $(TUNE_FLAGS)
+
+tune-extensive: $(STAMP)
+	$(BIN)/visionops tune --preset extensive $(TUNE_FLAGS)
 
 test: $(STAMP)
 	$(BIN)/pytest
@@ -71,4 +83,4 @@ setup-verify: $(STAMP)
 	scripts/setup/verify-all.sh
 
 clean:
-	rm -rf outputs mlruns mlartifacts mlflow.db .pytest_cache
+	rm -rf outputs mlruns mlartifacts mlflow.db .pytest_cache tune-results

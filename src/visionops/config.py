@@ -214,6 +214,9 @@ class TrackingConfig(_Section):
         None, description="MLflow experiment (default: MLFLOW_EXPERIMENT_NAME, else 'visionops')."
     )
     run_name: str | None = Field(None, description="MLflow run name (default: generated).")
+    parent_run_id: str | None = Field(
+        None, description="Nest the run under this MLflow run (a sweep's trials under the sweep)."
+    )
     register_as: str | None = Field(
         None, description="Register the final model under this name in the MLflow registry."
     )
@@ -351,14 +354,20 @@ def overrides_from_mapping(values: Mapping[str, Any], source: str) -> list[Overr
     return overrides
 
 
-def overrides_from_file(path: Path) -> list[Override]:
-    """Overrides from a YAML/JSON file, nested by section (as in ``config.yaml``) or flat."""
+def load_mapping_file(path: Path, what: str, expected: str) -> dict[str, Any]:
+    """A YAML/JSON file that must hold a mapping; ``what`` and ``expected`` word the errors."""
     try:
         loaded = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
     if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of fields to values")
+        raise ConfigError(f"{what} {path} must hold a mapping of {expected}")
+    return loaded
+
+
+def overrides_from_file(path: Path) -> list[Override]:
+    """Overrides from a YAML/JSON file, nested by section (as in ``config.yaml``) or flat."""
+    loaded = load_mapping_file(path, "config file", "fields to values")
     flat: dict[str, Any] = {}
     for key, value in loaded.items():
         section = TrainConfig.model_fields.get(key)

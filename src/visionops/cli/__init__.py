@@ -1,10 +1,11 @@
-"""The ``visionops`` command line: train, evaluate, models, recipes, augmentations, data.
+"""The ``visionops`` command line: train, evaluate, tune, models, recipes, augmentations, data.
 
 Usage::
 
     visionops train --recipe quickstart
     visionops train --model resnet18 --dataset cifar10 --epochs 30 --register-as clf
     visionops train --resume
+    visionops tune --preset quick --json
     visionops evaluate --model-uri models:/vision-classifier/1 --split val --json
     visionops data cache --dataset imagefolder --data-dir data/cifar10-jpeg
 """

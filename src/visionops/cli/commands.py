@@ -219,13 +219,20 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def _team_commands() -> dict[str, Any]:
-    from visionops.cli import admin_commands, registry_commands, server_commands, tracking_commands
+    from visionops.cli import (
+        admin_commands,
+        registry_commands,
+        server_commands,
+        tracking_commands,
+        tune_commands,
+    )
 
     return {
         **server_commands.COMMANDS,
         **admin_commands.COMMANDS,
         **registry_commands.COMMANDS,
         **tracking_commands.COMMANDS,
+        **tune_commands.COMMANDS,
     }
 
 

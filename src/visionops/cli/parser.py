@@ -87,9 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json_flag(cache)
 
     # The team-stack commands build their own parsers, next to their implementations.
-    from visionops.cli import admin_commands, registry_commands, server_commands, tracking_commands
+    from visionops.cli import (
+        admin_commands,
+        registry_commands,
+        server_commands,
+        tracking_commands,
+        tune_commands,
+    )
 
-    for module in (server_commands, admin_commands, registry_commands, tracking_commands):
+    for module in (
+        server_commands,
+        admin_commands,
+        registry_commands,
+        tracking_commands,
+        tune_commands,
+    ):
         module.add_parsers(commands)
     return parser
 

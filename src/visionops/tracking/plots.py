@@ -1,4 +1,4 @@
-"""Figures logged as run artifacts: training curves and the confusion matrix."""
+"""Figures logged as run artifacts: training curves, the confusion matrix, sweep curves."""
 
 from __future__ import annotations
 
@@ -45,6 +45,23 @@ def confusion_matrix(confusion: torch.Tensor, classes: Sequence[str]) -> Figure:
                 color = "white" if count > threshold else "black"
                 axis.text(col, row, str(count), ha="center", va="center", color=color, fontsize=8)
     figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.tight_layout()
+    return figure
+
+
+def validation_curves(curves: Mapping[str, Sequence[tuple[int, float]]]) -> Figure:
+    """Validation accuracy per epoch, one line per trial of a sweep (``{trial: [(epoch, acc)]}``).
+
+    Lines that end early are trials a scheduler stopped.
+    """
+    figure, axis = plt.subplots(figsize=(8, 5))
+    for trial, points in curves.items():
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=trial)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("validation accuracy")
+    axis.grid(alpha=0.3)
+    if 0 < len(curves) <= 20:
+        axis.legend(fontsize=7)
     figure.tight_layout()
     return figure
 

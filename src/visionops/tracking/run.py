@@ -68,6 +68,9 @@ class RunTracker:
         if self.cfg.tracking_uri:
             # MLflow keeps the tracking URI per process; every run of this process shares it.
             mlflow.set_tracking_uri(self.cfg.tracking_uri)
+        if self.cfg.parent_run_id:
+            # The tag MLflow's UI and search use to show a run nested under another.
+            tags = {**tags, "mlflow.parentRunId": self.cfg.parent_run_id}
         if resume_run_id is not None:
             run = mlflow.start_run(run_id=resume_run_id, log_system_metrics=self.cfg.system_metrics)
             self._already_logged = _logged_steps(resume_run_id)

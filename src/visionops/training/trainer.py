@@ -52,7 +52,23 @@ RESUMABLE_CHANGES = (
     "cache_dir",
     "tracking_uri",
     "register_as",
+    # A checkpoint file names its run folder itself; output_dir only places new runs.
+    "output_dir",
 )
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """What ``train``'s ``on_epoch_end`` callback is told after each epoch's checkpoint."""
+
+    epoch: int  # epochs completed so far (1-based)
+    metrics: dict[str, float]  # train_loss, train_accuracy, val_loss, val_accuracy, ...
+    checkpoint: Path  # the checkpoint just written; resuming from it continues the same run
+    run_dir: Path
+    run_id: str | None
+
+
+EpochCallback = Callable[[EpochEnd], None]
 
 
 @dataclass
@@ -65,8 +81,14 @@ class TrainResult:
     epochs_completed: int
 
 
-def train(cfg: TrainConfig) -> TrainResult:
+def train(cfg: TrainConfig, on_epoch_end: EpochCallback | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data`` with everything recorded in MLflow.
+
+    Args:
+        cfg: the resolved configuration.
+        on_epoch_end: called after every epoch, once its metrics are logged and its checkpoint
+            is written, so the checkpoint it names already holds that epoch. Ray Tune reports
+            through it; an exception it raises ends the run as FAILED.
 
     Raises:
         ConfigError, DataError, CheckpointError: invalid input, reported before any work.
@@ -126,6 +148,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                 tracker.log_metrics({f"epoch/{k}": v for k, v in metrics.items()}, progress.epoch)
                 bar.end_epoch(progress.epoch - 1, metrics)
                 path = save()
+                if on_epoch_end is not None:
+                    on_epoch_end(EpochEnd(progress.epoch, metrics, path, run_dir, run_id))
                 if stop.requested:
                     raise interrupted(stop.signal_name, path)
 

@@ -1,0 +1,181 @@
+"""``visionops tune``: a hyperparameter sweep on Ray Tune (see visionops.tuning).
+
+visionops tune --preset quick
+visionops tune --recipe quickstart --search hyperopt --scheduler hyperband --num-samples 20
+visionops tune --address ray://head:10001 --storage-path s3://bucket/sweeps --gpus-per-trial 0.5
+visionops tune --resume tune-results/sweep-20260101-120000
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from visionops.cli.output import emit, mlflow_ui_hint
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    from visionops.tuning.algorithms import SCHEDULERS, SEARCHERS
+    from visionops.tuning.presets import PRESETS
+
+    tune = commands.add_parser(
+        "tune",
+        help="search hyperparameters with Ray Tune (nested MLflow runs, best model registered)",
+        description="Run a sweep: each trial is `visionops train` with sampled values, tracked "
+        "as a child of one MLflow parent run; the best completed trial's model is registered "
+        "with alias 'candidate'. A preset sets the recipe and the sweep size; flags override it.",
+    )
+    tune.add_argument(
+        "--preset",
+        default="default",
+        choices=list(PRESETS),
+        help="; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
+        + " (default: default)",
+    )
+    tune.add_argument("--recipe", help="recipe every trial starts from (default: the preset's)")
+    tune.add_argument("--dataset", help="override the recipe's dataset")
+    tune.add_argument("--data-dir", help="override the recipe's data folder")
+    tune.add_argument(
+        "--space", type=Path, metavar="FILE", help="YAML/JSON search-space overrides file"
+    )
+    tune.add_argument("--search", choices=SEARCHERS, help="search algorithm (default: optuna)")
+    tune.add_argument("--scheduler", choices=SCHEDULERS, help="trial scheduler (default: asha)")
+    tune.add_argument("--num-samples", type=int, metavar="N", help="trials to run")
+    tune.add_argument("--max-epochs", type=int, metavar="N", help="epochs of a full trial")
+    tune.add_argument(
+        "--cpus-per-trial", type=float, default=1.0, metavar="F", help="CPUs per trial (1)"
+    )
+    tune.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="GPUs per trial, fractions share a GPU (0)",
+    )
+    tune.add_argument(
+        "--max-concurrent-trials",
+        type=int,
+        metavar="N",
+        help="trials at once (default: as many as the resources fit)",
+    )
+    tune.add_argument(
+        "--max-failures",
+        type=int,
+        default=2,
+        metavar="N",
+        help="restarts of a failing trial from its checkpoint (2)",
+    )
+    tune.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
+    tune.add_argument(
+        "--storage-path",
+        type=Path,
+        default=Path("tune-results"),
+        metavar="DIR",
+        help="folder of the sweep folders, shared by all nodes on a cluster (tune-results)",
+    )
+    tune.add_argument(
+        "--name", help="the sweep's folder under --storage-path (default: sweep-<time>)"
+    )
+    tune.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR",
+        help="continue the interrupted sweep in DIR (other sweep flags are taken from it)",
+    )
+    tune.add_argument(
+        "--register-as",
+        metavar="NAME",
+        help="registered model of the best trial (default: the recipe's, else visionops-tuned)",
+    )
+    tune.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
+    tune.add_argument(
+        "--json",
+        action="store_true",
+        default=False,
+        help="print one JSON object as the last line of stdout",
+    )
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from visionops.tuning.sweep import resume_sweep, run_sweep
+
+    if args.resume is not None:
+        result = resume_sweep(args.resume, address=args.address)
+    else:
+        result = run_sweep(sweep_options(args))
+    payload: dict[str, Any] = {
+        "best_config": result.best_config,
+        "best_metric": result.best_metric,
+        "metric": "val_accuracy",
+        "model_uri": result.model_uri,
+        "registered_model": {
+            "name": result.registered_model,
+            "version": result.registered_version,
+            "alias": "candidate",
+        },
+        "parent_run_id": result.parent_run_id,
+        "best_run_id": result.best_run_id,
+        "sweep_dir": str(result.sweep_dir),
+        "trials": [
+            {"trial_id": t.trial_id, "run_id": t.run_id, "status": t.status, "epochs": t.epochs}
+            for t in result.trials
+        ],
+    }
+    statuses = [t.status for t in result.trials]
+    lines = [
+        f"sweep run:    {result.parent_run_id} ({len(statuses)} trials: "
+        + ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
+        + ")",
+        f"best val_accuracy: {result.best_metric:.4f} (run {result.best_run_id})",
+        *(f"  {name} = {value}" for name, value in (result.best_config or {}).items()),
+        f"registered:   {result.registered_model} version {result.registered_version} "
+        "(alias candidate)",
+        f"model uri:    {result.model_uri}",
+        f"sweep folder: {result.sweep_dir} (resume: visionops tune --resume {result.sweep_dir})",
+        f"MLflow UI:    {mlflow_ui_hint()}",
+    ]
+    emit(lines, payload, args.json)
+    return 0
+
+
+def sweep_options(args: argparse.Namespace) -> Any:
+    """SweepOptions from the preset, the recipe, VISIONOPS_* variables and the flags."""
+    from visionops.config import CONFIG_FIELDS, Override, resolve_config
+    from visionops.env import config_env_var, config_overrides_from_env
+    from visionops.recipes import get_recipe
+    from visionops.tuning.presets import get_preset
+    from visionops.tuning.space import create_search_space
+    from visionops.tuning.sweep import SweepOptions
+
+    preset = get_preset(args.preset)
+    recipe = args.recipe or preset.recipe
+    env_values = config_overrides_from_env(list(CONFIG_FIELDS))
+    overrides = [Override(f, v, config_env_var(f)) for f, v in env_values.items()]
+    for field in ("dataset", "data_dir", "tracking_uri"):
+        value = getattr(args, field)
+        if value is not None:
+            overrides.append(Override(field, value, CONFIG_FIELDS[field].flag))
+    base = resolve_config(get_recipe(recipe), overrides)
+    return SweepOptions(
+        base=base,
+        space=create_search_space(recipe, args.space),
+        recipe=recipe,
+        search=args.search or preset.search,
+        scheduler=args.scheduler or preset.scheduler,
+        num_samples=args.num_samples or preset.num_samples,
+        max_epochs=args.max_epochs or preset.max_epochs,
+        grace_period=preset.grace_period,
+        reduction_factor=preset.reduction_factor,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        max_concurrent_trials=args.max_concurrent_trials,
+        max_failures=args.max_failures,
+        address=args.address,
+        storage_path=args.storage_path,
+        name=args.name,
+        register_as=args.register_as,
+    )
+
+
+COMMANDS = {"tune": cmd_tune}

@@ -1,0 +1,116 @@
+"""After a sweep: the trial table, the validation curves and the registered best model.
+
+Everything here reads Tune's ``ResultGrid`` and writes to MLflow from the driver: the trial
+processes have ended by then.
+"""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+from visionops.tracking import plots
+from visionops.tuning.trainable import METRIC, RUN_ID_KEY
+
+CANDIDATE_ALIAS = "candidate"
+TRIAL_TABLE = "trials.csv"
+CURVES_FIGURE = "validation_curves.png"
+
+
+@dataclass
+class TrialSummary:
+    trial_id: str
+    run_id: str | None
+    status: str  # completed, stopped_early or errored
+    epochs: int
+    val_accuracy: float | None
+    config: dict[str, Any]
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+def summarize_trials(results: Any, max_epochs: int) -> list[TrialSummary]:
+    """One summary per trial of a ``ResultGrid``, in trial order."""
+    trials = []
+    for result in results:
+        metrics = result.metrics or {}
+        history = result.metrics_dataframe
+        curve: list[tuple[int, float]] = []
+        if history is not None and METRIC in history:
+            points = zip(history["epoch"], history[METRIC], strict=True)
+            curve = [(int(epoch), float(accuracy)) for epoch, accuracy in points]
+        epochs = int(metrics.get("epoch", 0))
+        if result.error is not None:
+            status = "errored"
+        elif epochs < max_epochs:
+            status = "stopped_early"
+        else:
+            status = "completed"
+        trials.append(
+            TrialSummary(
+                trial_id=str(metrics.get("trial_id") or Path(result.path).name),
+                run_id=metrics.get(RUN_ID_KEY),
+                status=status,
+                epochs=epochs,
+                val_accuracy=float(metrics[METRIC]) if METRIC in metrics else None,
+                config=dict(result.config or {}),
+                curve=curve,
+            )
+        )
+    return sorted(trials, key=lambda t: t.trial_id)
+
+
+def close_child_runs(client: MlflowClient, trials: list[TrialSummary]) -> None:
+    """Mark the runs of trials a scheduler stopped as KILLED (Tune ends them mid-run)."""
+    for trial in trials:
+        if trial.run_id is None or trial.status != "stopped_early":
+            continue
+        client.set_tag(trial.run_id, "visionops.tune.stopped_early", "true")
+        client.set_terminated(trial.run_id, "KILLED")
+
+
+def best_completed_trial(client: MlflowClient, trials: list[TrialSummary]) -> TrialSummary | None:
+    """The completed trial with the highest validation accuracy and a logged model.
+
+    Trials stopped early have no logged model; a scheduler stops them for being behind.
+    """
+    candidates = [
+        t
+        for t in trials
+        if t.status == "completed" and t.run_id and t.val_accuracy is not None
+        if client.get_run(t.run_id).data.tags.get("visionops.model_uri")
+    ]
+    return max(candidates, key=lambda t: t.val_accuracy or 0.0, default=None)
+
+
+def register_candidate(client: MlflowClient, run_id: str, name: str) -> tuple[str, int]:
+    """Register the run's model as a new version of ``name`` with alias ``candidate``."""
+    import mlflow
+
+    model_uri = client.get_run(run_id).data.tags["visionops.model_uri"]
+    version = mlflow.register_model(model_uri, name)
+    client.set_registered_model_alias(name, CANDIDATE_ALIAS, version.version)
+    return model_uri, int(version.version)
+
+
+def log_sweep_artifacts(
+    client: MlflowClient, parent_run_id: str, trials: list[TrialSummary]
+) -> None:
+    """The trial table (CSV, one row per trial) and the validation curves on the parent run."""
+    params = sorted({key for t in trials for key in t.config})
+    with tempfile.TemporaryDirectory() as folder:
+        table = Path(folder) / TRIAL_TABLE
+        with table.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["trial_id", "run_id", "status", "epochs", METRIC, *params])
+            for t in trials:
+                row = [t.trial_id, t.run_id, t.status, t.epochs, t.val_accuracy]
+                writer.writerow(row + [t.config.get(key) for key in params])
+        client.log_artifact(parent_run_id, str(table))
+    figure = plots.validation_curves({t.trial_id: t.curve for t in trials})
+    client.log_figure(parent_run_id, figure, CURVES_FIGURE)
+    plots.close(figure)

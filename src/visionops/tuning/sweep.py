@@ -1,0 +1,348 @@
+"""``run_sweep(options) -> SweepResult``: a Ray Tune hyperparameter search over ``train``.
+
+One MLflow parent run stands for the sweep; every trial is a child run under it, created by
+the trial's own process and logged to the same tracking URI. When the trials are done the
+parent run gets the trial table and the validation curves, and the best completed trial's model
+is registered with alias ``candidate``. ``resume_sweep`` continues an interrupted sweep in the
+same parent run.
+
+    >>> from visionops.recipes import get_recipe
+    >>> options = SweepOptions(base=get_recipe("debug"), recipe="debug", num_samples=4)
+    >>> result = run_sweep(options)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from visionops import env
+from visionops.config import TrainConfig, config_to_dict, get_field, with_fields
+from visionops.errors import VisionOpsError
+from visionops.tuning import results as sweep_results
+from visionops.tuning.algorithms import (
+    SchedulerName,
+    SearchName,
+    create_scheduler,
+    create_searcher,
+)
+from visionops.tuning.space import SearchSpace, describe_space
+from visionops.tuning.trainable import METRIC, run_trial
+
+logger = logging.getLogger(__name__)
+
+SWEEP_STATE = "visionops-sweep.json"  # in the sweep folder: what resume_sweep needs
+DEFAULT_MODEL_NAME = "visionops-tuned"
+# Variables the trial processes need to reach the same tracking server and artifact store.
+_FORWARDED_ENV_PREFIXES = ("MLFLOW_", "VISIONOPS_", "AWS_")
+
+
+class TuningError(VisionOpsError):
+    """A sweep cannot start, or finished without a usable trial."""
+
+
+@dataclass
+class SweepOptions:
+    base: TrainConfig  # every trial starts from it; epochs become max_epochs
+    space: SearchSpace
+    recipe: str = "custom"  # for the record only
+    search: SearchName = "optuna"
+    scheduler: SchedulerName = "asha"
+    num_samples: int = 8
+    max_epochs: int = 10
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent_trials: int | None = None  # default: as many as the resources allow
+    grace_period: int = 1  # ASHA: epochs every trial gets before it can be stopped
+    reduction_factor: int = 2  # ASHA/HyperBand: 1/reduction_factor of trials go on per rung
+    max_failures: int = 2  # restarts of a failing trial, each from its last checkpoint
+    seed: int | None = 0  # the searcher's, for reproducible suggestions
+    points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)
+    address: str | None = None  # an existing Ray cluster; None starts a local one
+    num_cpus: int | None = None  # a local Ray's CPUs (default: all)
+    storage_path: Path = Path("tune-results")
+    name: str | None = None  # the sweep's folder under storage_path (default: sweep-<time>)
+    register_as: str | None = None  # default: the base config's register_as, else visionops-tuned
+
+
+@dataclass
+class SweepResult:
+    parent_run_id: str
+    sweep_dir: Path
+    best_config: dict[str, Any] | None
+    best_metric: float | None
+    best_run_id: str | None
+    model_uri: str | None
+    registered_model: str | None
+    registered_version: int | None
+    trials: list[sweep_results.TrialSummary]
+
+
+def run_sweep(options: SweepOptions) -> SweepResult:
+    """Run a new sweep to the end. Raises TuningError if no trial completes."""
+    name = options.name or time.strftime("sweep-%Y%m%d-%H%M%S")
+    sweep_dir = options.storage_path.expanduser().resolve() / name
+    tracking_uri = _tracking_uri(options.base)
+    client = MlflowClient(tracking_uri)
+    experiment = options.base.tracking.experiment or _default_experiment()
+    parent = client.create_run(
+        _experiment_id(client, experiment),
+        run_name=name,
+        tags={"visionops.sweep": name, "visionops.recipe": options.recipe},
+    )
+    parent_run_id = parent.info.run_id
+    client.log_batch(parent_run_id, params=_sweep_params(options))
+    trial_base = with_fields(
+        options.base,
+        epochs=options.max_epochs,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        parent_run_id=parent_run_id,
+        # The sweep registers its best model itself; trials only log theirs.
+        register_as=None,
+        log_model=True,
+        # Trial runs go to trial-runs/<trial id>/ (see trainable.run_trial).
+        output_dir=str(sweep_dir / "trial-runs"),
+    )
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    options.points_to_evaluate = _complete_points(
+        options.points_to_evaluate, options.space, options.base
+    )
+    state = {
+        "parent_run_id": parent_run_id,
+        "tracking_uri": tracking_uri,
+        "trial_base": config_to_dict(trial_base),
+        "options": _options_record(options, name),
+    }
+    (sweep_dir / SWEEP_STATE).write_text(json.dumps(state, indent=2, default=str))
+    return _fit_and_record(state, sweep_dir, space=options.space)
+
+
+def resume_sweep(sweep_dir: Path, address: str | None = None) -> SweepResult:
+    """Continue an interrupted sweep: errored and unfinished trials resume from their
+    checkpoints in their MLflow runs, finished trials are not run again."""
+    sweep_dir = sweep_dir.expanduser().resolve()
+    state_file = sweep_dir / SWEEP_STATE
+    if not state_file.is_file():
+        raise TuningError(f"{sweep_dir} has no {SWEEP_STATE}; is it a visionops tune folder?")
+    state = json.loads(state_file.read_text())
+    if address is not None:
+        state["options"]["address"] = address
+    client = MlflowClient(state["tracking_uri"])
+    if client.get_run(state["parent_run_id"]).info.status == "FINISHED":
+        raise TuningError(
+            f"the sweep in {sweep_dir} already finished (MLflow run {state['parent_run_id']}); "
+            "start a new one instead"
+        )
+    client.update_run(state["parent_run_id"], "RUNNING")
+    return _fit_and_record(state, sweep_dir, space=None)
+
+
+def _fit_and_record(
+    state: dict[str, Any], sweep_dir: Path, space: SearchSpace | None
+) -> SweepResult:
+    """Fit (a new sweep with ``space``, else restore the one in ``sweep_dir``), then record."""
+    options = state["options"]
+    parent_run_id = state["parent_run_id"]
+    # mlflow.register_model, the one call that resolves a logged model's URI, reads the
+    # process's tracking URI (as RunTracker sets it for train()).
+    mlflow.set_tracking_uri(state["tracking_uri"])
+    client = MlflowClient(state["tracking_uri"])
+    status = "FAILED"
+    try:
+        with _ray_session(options.get("address"), options.get("num_cpus")):
+            results = _tuner(state, sweep_dir, space).fit()
+        trials = sweep_results.summarize_trials(results, options["max_epochs"])
+        sweep_results.close_child_runs(client, trials)
+        sweep_results.log_sweep_artifacts(client, parent_run_id, trials)
+        best = sweep_results.best_completed_trial(client, trials)
+        if best is None or best.run_id is None:
+            raise TuningError(
+                f"no trial of the sweep in {sweep_dir} completed with a logged model; "
+                "see the errored trials there"
+            )
+        model_name = options["register_as"]
+        model_uri, version = sweep_results.register_candidate(client, best.run_id, model_name)
+        client.log_metric(parent_run_id, f"best_{METRIC}", best.val_accuracy or 0.0)
+        client.log_metric(parent_run_id, "total_epochs", sum(t.epochs for t in trials))
+        for key, value in {
+            "visionops.best_run_id": best.run_id,
+            "visionops.best_trial": best.trial_id,
+            "visionops.model_uri": model_uri,
+        }.items():
+            client.set_tag(parent_run_id, key, value)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        client.set_terminated(parent_run_id, status)
+    return SweepResult(
+        parent_run_id=parent_run_id,
+        sweep_dir=sweep_dir,
+        best_config=best.config,
+        best_metric=best.val_accuracy,
+        best_run_id=best.run_id,
+        model_uri=model_uri,
+        registered_model=model_name,
+        registered_version=version,
+        trials=trials,
+    )
+
+
+def _tuner(state: dict[str, Any], sweep_dir: Path, space: SearchSpace | None) -> Any:
+    import ray
+    from ray import tune
+
+    options = state["options"]
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base_config=state["trial_base"]),
+        {"cpu": options["cpus_per_trial"], "gpu": options["gpus_per_trial"]},
+    )
+    if space is None:
+        # The searcher's and scheduler's state come back from the sweep folder.
+        return tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_errored=True)
+
+    parallel = _parallel_trials(ray.cluster_resources(), options)
+    tune_config = tune.TuneConfig(
+        metric=METRIC,
+        mode="max",
+        search_alg=create_searcher(
+            options["search"], parallel, options["seed"], options["points_to_evaluate"]
+        ),
+        scheduler=create_scheduler(
+            options["scheduler"],
+            options["max_epochs"],
+            options["grace_period"],
+            options["reduction_factor"],
+        ),
+        num_samples=options["num_samples"],
+    )
+    run_config = tune.RunConfig(
+        name=sweep_dir.name,
+        storage_path=str(sweep_dir.parent),
+        failure_config=tune.FailureConfig(max_failures=options["max_failures"]),
+        # The newest checkpoint is all a restart needs; one more guards a torn upload.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        verbose=1,
+    )
+    return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
+
+
+def _parallel_trials(resources: dict[str, float], options: dict[str, Any]) -> int:
+    """How many trials fit at once: CPUs (and GPUs) divided by each trial's share."""
+    fits = int(resources.get("CPU", 1) // max(options["cpus_per_trial"], 1e-9))
+    if options["gpus_per_trial"]:
+        fits = min(fits, int(resources.get("GPU", 0) // options["gpus_per_trial"]))
+    if fits < 1:
+        raise TuningError(
+            f"a trial needs {options['cpus_per_trial']} CPUs and {options['gpus_per_trial']} "
+            f"GPUs but the Ray cluster has {resources.get('CPU', 0)} and "
+            f"{resources.get('GPU', 0)}; lower --cpus-per-trial/--gpus-per-trial"
+        )
+    limit = options.get("max_concurrent_trials")
+    return min(fits, limit) if limit else fits
+
+
+@contextmanager
+def _ray_session(address: str | None, num_cpus: int | None) -> Iterator[None]:
+    """Connect to ``address`` (or start a local Ray) unless this process already has one;
+    shut down only what was started here."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    forwarded = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_ENV_PREFIXES)}
+    ray.init(
+        address=address,
+        num_cpus=None if address else num_cpus,
+        include_dashboard=False,
+        runtime_env={"env_vars": forwarded},
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _complete_points(
+    points: list[dict[str, Any]], space: SearchSpace, base: TrainConfig
+) -> list[dict[str, Any]]:
+    """Fill each point's unnamed searched fields with the base config's values: searchers
+    need every field of the space in every point."""
+    completed = []
+    for point in points:
+        unknown = set(point) - set(space)
+        if unknown:
+            raise TuningError(
+                f"points_to_evaluate names {', '.join(sorted(unknown))}, which the search space "
+                f"does not vary; it varies {', '.join(sorted(space))}"
+            )
+        full = {}
+        for name in space:
+            value = point[name] if name in point else get_field(base, name)
+            full[name] = ",".join(value) if isinstance(value, tuple) else value
+        completed.append(full)
+    return completed
+
+
+def _tracking_uri(cfg: TrainConfig) -> str:
+    """The tracking URI every trial must use, absolute so it means the same from any folder."""
+    uri = cfg.tracking.tracking_uri or mlflow.get_tracking_uri()
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        # Trials run in their own working folders: a relative SQLite path would give each one
+        # a database of its own.
+        uri = prefix + str(Path(uri.removeprefix(prefix)).resolve())
+    return uri
+
+
+def _default_experiment() -> str:
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or env.DEFAULT_EXPERIMENT
+
+
+def _experiment_id(client: MlflowClient, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
+def _options_record(options: SweepOptions, name: str) -> dict[str, Any]:
+    """The options as plain JSON (the base config travels separately, as the trial base)."""
+    record = asdict(options)
+    record.pop("base")
+    record.pop("space")
+    record.update(name=name, storage_path=str(options.storage_path))
+    record["register_as"] = (
+        options.register_as or options.base.tracking.register_as or DEFAULT_MODEL_NAME
+    )
+    return record
+
+
+def _sweep_params(options: SweepOptions) -> list[Any]:
+    from mlflow.entities import Param
+
+    values = {
+        "recipe": options.recipe,
+        "search": options.search,
+        "scheduler": options.scheduler,
+        "num_samples": options.num_samples,
+        "max_epochs": options.max_epochs,
+        "cpus_per_trial": options.cpus_per_trial,
+        "gpus_per_trial": options.gpus_per_trial,
+        "grace_period": options.grace_period,
+        "reduction_factor": options.reduction_factor,
+        "max_failures": options.max_failures,
+        **{f"space.{k}": v for k, v in describe_space(options.space).items()},
+    }
+    return [Param(key, str(value)) for key, value in values.items()]

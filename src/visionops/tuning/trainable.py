@@ -1,0 +1,148 @@
+"""One Ray Tune trial: the sweep's base config plus the sampled values, trained by ``train``.
+
+The trial runs the same ``train(cfg)`` as ``visionops train``, in its own MLflow child run
+(tag ``mlflow.parentRunId``), and reports every epoch to Tune with the epoch's visionops
+checkpoint, so a scheduler can stop it early and a failed or interrupted trial restarts from
+the checkpoint *in the same MLflow run* (the checkpoint holds the run id, and resuming it
+reopens that run).
+
+    tune.with_parameters(run_trial, base_config=config_to_dict(cfg))  # see sweep.py
+
+The base config's ``output_dir`` is the sweep's ``trial-runs`` folder; each trial writes its
+visionops run under ``trial-runs/<trial id>/<run id>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from visionops.config import CONFIG_FIELDS, TrainConfig, with_fields
+from visionops.errors import ConfigError
+from visionops.training import EpochEnd, train
+from visionops.training import checkpoint as ckpt
+
+#: The metric schedulers and searchers optimise, and the key the child run id is reported as.
+METRIC = "val_accuracy"
+RUN_ID_KEY = "mlflow_run_id"
+
+_MANIFEST = "visionops-trial.json"  # in each Tune checkpoint: which run and file it holds
+_CONFIG_FILE = "config.yaml"
+_FINISHED = "trial-finished.json"  # the final report of a trial whose train() returned
+
+
+def trial_config(
+    base: TrainConfig, sampled: Mapping[str, Any], run_name: str, output_dir: Path
+) -> TrainConfig:
+    """``base`` with the sampled fields, named after the trial, writing under ``output_dir``."""
+    unknown = [field for field in sampled if field not in CONFIG_FIELDS]
+    if unknown:
+        raise ConfigError(f"search space names unknown config fields: {', '.join(unknown)}")
+    # Searchers may hand back NumPy scalars, which the config's validation refuses.
+    values = {k: v.item() if hasattr(v, "item") else v for k, v in sampled.items()}
+    return with_fields(base, **values, run_name=run_name, output_dir=str(output_dir))
+
+
+def run_trial(config: dict[str, Any], base_config: dict[str, Any]) -> None:
+    """The Tune function trainable (``config``: the sampled values, by flat field name).
+
+    The trial's visionops runs live in ``<base output_dir>/<trial id>``, not in Tune's trial
+    folder: Tune restores a sweep from its last experiment snapshot, which can be seconds
+    behind, and then restarts a trial in a new folder, sometimes without the checkpoints it
+    had reported. Keyed by trial id, the trial finds its newest checkpoint (and MLflow run)
+    all the same, or learns that it had already finished.
+    """
+    from ray import tune
+
+    context = tune.get_context()
+    base = TrainConfig.model_validate(base_config)
+    output_dir = base.checkpoint.output_dir / context.get_trial_id()
+    cfg = trial_config(base, config, run_name=context.get_trial_name(), output_dir=output_dir)
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as folder:
+            unpack_checkpoint(Path(folder), output_dir)
+
+    finished = output_dir / _FINISHED
+    if finished.is_file():  # restored from a snapshot taken before the trial ended
+        tune.report(json.loads(finished.read_text()))
+        return
+    if any(ckpt.list_checkpoints(run) for run in output_dir.glob("*")):
+        cfg = with_fields(cfg, resume="latest")
+
+    last_epoch: list[EpochEnd] = []
+
+    def on_epoch_end(end: EpochEnd) -> None:
+        # Schedulers stop a trial at its last epoch's report (ASHA at max_t), which would end
+        # it before train() logs the model: the last epoch is reported once train() returns.
+        if end.epoch < cfg.epochs:
+            report_epoch(end)
+        else:
+            last_epoch.append(end)
+
+    result = train(cfg, on_epoch_end=on_epoch_end)
+    if last_epoch:
+        end = last_epoch[0]
+    else:  # resumed after its last epoch: train() only finalized the run
+        newest = ckpt.list_checkpoints(result.run_dir)[0]
+        end = EpochEnd(
+            result.epochs_completed, result.metrics, newest, result.run_dir, result.run_id
+        )
+    # Written before the report, which a scheduler may never let return.
+    finished.write_text(json.dumps(_metrics(end)))
+    report_epoch(end)
+
+
+def _metrics(end: EpochEnd) -> dict[str, Any]:
+    return {**end.metrics, "epoch": end.epoch, RUN_ID_KEY: end.run_id}
+
+
+def report_epoch(end: EpochEnd) -> None:
+    """Report the epoch's metrics and checkpoint to Tune (the ``on_epoch_end`` of a trial)."""
+    from ray import tune
+
+    metrics = _metrics(end)
+    # Tune copies the folder into the sweep's storage before report() returns; a temporary
+    # folder next to the run lets the checkpoint be hard-linked rather than copied.
+    with tempfile.TemporaryDirectory(prefix=".tune-report-", dir=end.run_dir) as folder:
+        pack_checkpoint(end, Path(folder))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def pack_checkpoint(end: EpochEnd, folder: Path) -> None:
+    """Lay out ``folder`` as a Tune checkpoint: the visionops checkpoint, config and run id."""
+    _link_or_copy(end.checkpoint, folder / end.checkpoint.name)
+    config = end.run_dir / _CONFIG_FILE
+    if config.is_file():
+        _link_or_copy(config, folder / _CONFIG_FILE)
+    manifest = {"run_id": end.run_id, "checkpoint": end.checkpoint.name, "epoch": end.epoch}
+    (folder / _MANIFEST).write_text(json.dumps(manifest))
+
+
+def unpack_checkpoint(folder: Path, output_dir: Path) -> Path:
+    """Put a restored Tune checkpoint back as ``output_dir/<run id>/checkpoints/<file>``.
+
+    Returns the checkpoint file. Resuming the run folder reopens the trial's MLflow run instead
+    of creating a duplicate; a newer checkpoint already there wins.
+    """
+    manifest = json.loads((folder / _MANIFEST).read_text())
+    run_dir = output_dir / (manifest["run_id"] or "run")
+    target = ckpt.checkpoint_path(run_dir, 0).with_name(manifest["checkpoint"])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        shutil.copy2(folder / manifest["checkpoint"], target)
+    if (folder / _CONFIG_FILE).is_file() and not (run_dir / _CONFIG_FILE).exists():
+        shutil.copy2(folder / _CONFIG_FILE, run_dir / _CONFIG_FILE)
+    return target
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system
+        shutil.copy2(source, target)
