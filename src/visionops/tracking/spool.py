@@ -21,8 +21,6 @@ runs, library use) lose their unsent points with the process.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from typing import Any
 from mlflow.entities import Metric
 
 from visionops.errors import VisionOpsError
+from visionops.files import write_atomically
 
 SPOOL_DIRNAME = "tracking-spool"
 _END_FILE = "end.json"
@@ -114,7 +113,7 @@ class MetricSpool:
                 self._memory[sequence] = batch
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            _write_atomically(self._path(sequence), batch.to_json())
+            write_atomically(self._path(sequence), lambda f: f.write(batch.to_json().encode()))
         return batch
 
     def batches(self) -> Iterator[SpooledBatch]:
@@ -170,7 +169,7 @@ class MetricSpool:
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
             end = {"run_id": run_id, "tracking_uri": tracking_uri, "status": status}
-            _write_atomically(self.folder / _END_FILE, json.dumps(end))
+            write_atomically(self.folder / _END_FILE, lambda f: f.write(json.dumps(end).encode()))
 
     def pending_end(self) -> PendingEnd | None:
         if self.folder is None or not (self.folder / _END_FILE).is_file():
@@ -193,23 +192,3 @@ class MetricSpool:
         if not self.folder.is_dir():
             return []
         return [int(p.stem) for p in self.folder.glob("*.json") if p.stem.isdigit()]
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    # The temp file starts with a dot and ends in .tmp, so no reader mistakes it for a batch.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    # The rename is only durable once the directory entry is on disk.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -9,15 +9,14 @@ under a real name. Loading uses ``torch.load(weights_only=True)``: a checkpoint 
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from visionops.errors import CheckpointError
+from visionops.files import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -34,26 +33,7 @@ def checkpoint_path(run_dir: Path, step: int) -> Path:
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write ``state`` to ``path`` atomically (temp file, fsync, rename, fsync the folder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format_version": FORMAT_VERSION, **state}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # The rename is only durable once the directory entry is on disk.
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomically(path, lambda f: torch.save({"format_version": FORMAT_VERSION, **state}, f))
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
