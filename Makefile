@@ -6,8 +6,8 @@ STAMP := $(VENV)/.installed
 # The quickstart logs to a local SQLite store unless MLFLOW_TRACKING_URI says otherwise.
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
-.PHONY: install quickstart test lint format bench-overhead bench-data bench-tta clean server \
-	tune tune-quick tune-extensive
+.PHONY: install quickstart test lint format bench-overhead bench-data bench-tta bench-tune \
+	clean server tune tune-quick tune-extensive
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ bench-data: $(STAMP)
 bench-tta: $(STAMP)
 	$(BIN)/python benchmarks/time_to_accuracy.py --recipe cifar10-fast \
 		--dataset imagefolder --data-dir $(CIFAR10_DIR)
+
+bench-tune: $(STAMP)
+	$(BIN)/python benchmarks/tune_efficiency.py
 
 # The team tracking server in the foreground (settings: VISIONOPS_* variables or .env; the
 # admin password is required). See README, "Team server".
