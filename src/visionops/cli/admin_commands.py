@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from visionops.cli.output import emit
+from visionops.cli.output import add_json_flag, emit
 from visionops.server.settings import PERMISSIONS
 
 
@@ -68,7 +68,7 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", help="the tracking server (default: MLFLOW_TRACKING_URI)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_flag(parser)
 
 
 def cmd_admin(args: argparse.Namespace) -> int:

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterable
 from typing import Any
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    """``--json`` for a command whose result ``emit`` prints."""
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=False,
+        help="print one JSON object as the last line of stdout",
+    )
 
 
 def emit(lines: Iterable[str], payload: dict[str, Any], as_json: bool) -> None:

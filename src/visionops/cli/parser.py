@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from visionops.cli.output import add_json_flag
 from visionops.config import CONFIG_FIELDS, FieldSpec, describe_type
 from visionops.env import config_env_var
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue a run from its newest valid checkpoint: 'latest' (default), a run id, "
         "a run folder or a checkpoint file; the run keeps its saved configuration",
     )
-    _add_json_flag(train)
+    add_json_flag(train)
     groups: dict[str, argparse._ArgumentGroup] = {}
     for spec in CONFIG_FIELDS.values():
         if spec.flat in _SPECIAL:
@@ -60,14 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)"
     )
-    _add_json_flag(evaluate)
+    add_json_flag(evaluate)
 
     models = commands.add_parser("models", help="list the registered model architectures")
-    _add_json_flag(models)
+    add_json_flag(models)
     recipes = commands.add_parser("recipes", help="list the named training recipes")
-    _add_json_flag(recipes)
+    add_json_flag(recipes)
     augmentations = commands.add_parser("augmentations", help="list the training augmentations")
-    _add_json_flag(augmentations)
+    add_json_flag(augmentations)
 
     data = commands.add_parser("data", help="prepare datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument(
         "--list", action="store_true", default=False, help="list the cached datasets and exit"
     )
-    _add_json_flag(cache)
+    add_json_flag(cache)
 
     # The team-stack commands build their own parsers, next to their implementations.
     from visionops.cli import (
@@ -108,15 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: The config fields that decide what `visionops data cache` decodes and where it goes.
 _DATA_CACHE_FIELDS = ("dataset", "data_dir", "download", "image_size", "cache_dir")
-
-
-def _add_json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        default=False,
-        help="print one JSON object as the last line of stdout",
-    )
 
 
 def _add_config_flag(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from visionops.cli.output import emit
+from visionops.cli.output import add_json_flag, emit
 from visionops.registry.policy import (
     DEFAULT_LATENCY_BUDGET_MS,
     DEFAULT_LATENCY_RUNS,
@@ -84,7 +84,7 @@ def _add_model_and_alias(parser: argparse.ArgumentParser) -> None:
 
 def _add_tracking_and_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_flag(parser)
 
 
 def cmd_promote(args: argparse.Namespace) -> int:

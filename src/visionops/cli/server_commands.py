@@ -7,7 +7,7 @@ import signal
 import sys
 from typing import Any
 
-from visionops.cli.output import emit
+from visionops.cli.output import add_json_flag, emit
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -32,13 +32,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         help="also serve the S3 API on this loopback port (moto, in memory: an S3/MinIO stand-in "
         "for trying the stack; artifacts are lost when it stops) and keep artifacts there",
     )
-    _add_json(start)
-    _add_json(actions.add_parser("stop", help="stop the server started with --detach"))
-    _add_json(actions.add_parser("status", help="whether the server runs and answers"))
-
-
-def _add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_flag(start)
+    add_json_flag(actions.add_parser("stop", help="stop the server started with --detach"))
+    add_json_flag(actions.add_parser("status", help="whether the server runs and answers"))
 
 
 def cmd_server(args: argparse.Namespace) -> int:

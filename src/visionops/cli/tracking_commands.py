@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from visionops.cli.output import emit
+from visionops.cli.output import add_json_flag, emit
 from visionops.errors import VisionOpsError
 
 EXIT_SOMETHING_REMAINS = 1
@@ -44,7 +44,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         metavar="URI",
         help="send to this server (default: MLFLOW_TRACKING_URI, else the one each run used)",
     )
-    replay.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_flag(replay)
 
 
 def cmd_tracking(args: argparse.Namespace) -> int:

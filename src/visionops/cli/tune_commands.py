@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from visionops.cli.output import emit, mlflow_ui_hint
+from visionops.cli.output import add_json_flag, emit, mlflow_ui_hint
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -89,12 +89,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         help="registered model of the best trial (default: the recipe's, else visionops-tuned)",
     )
     tune.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
-    tune.add_argument(
-        "--json",
-        action="store_true",
-        default=False,
-        help="print one JSON object as the last line of stdout",
-    )
+    add_json_flag(tune)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
