@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
 .PHONY: install quickstart test lint format bench-overhead bench-data bench-tta bench-tune \
-	clean server tune tune-quick tune-extensive
+	bench-ddp clean server tune tune-quick tune-extensive
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ quickstart: $(STAMP)
 	$(BIN)/visionops evaluate --model-uri models:/vision-classifier/latest
 
 # Hyperparameter sweeps on Ray Tune (README, "Hyperparameter search"); TUNE_FLAGS adds flags,
-# e.g. make tune TUNE_FLAGS="--address ray://head:10001 --gpus-per-trial 0.5".
+# e.g. make tune TUNE_FLAGS="--address head:6379 --gpus-per-trial 0.5".
 tune: $(STAMP)
 	$(BIN)/visionops tune --preset default $(TUNE_FLAGS)
 
@@ -59,6 +59,10 @@ bench-tta: $(STAMP)
 
 bench-tune: $(STAMP)
 	$(BIN)/python benchmarks/tune_efficiency.py
+
+# DDP throughput on 1, 2, 4 ... processes (README, "Distributed training").
+bench-ddp: $(STAMP)
+	scripts/benchmark_ddp.sh
 
 # The team tracking server in the foreground (settings: VISIONOPS_* variables or .env; the
 # admin password is required). See README, "Team server".

@@ -82,7 +82,12 @@ class DataConfig(_Section):
         description="Test-time augmentation for validation: none, flip, or flip_shift "
         "(flips and 1-pixel shifts).",
     )
-    batch_size: int = Field(128, gt=0, description="Images per training micro-batch.")
+    batch_size: int = Field(
+        128,
+        gt=0,
+        description="Images per training micro-batch, over all processes of a distributed job "
+        "(each of N takes batch_size / N).",
+    )
     eval_batch_size: int = Field(512, gt=0, description="Images per evaluation batch.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: in-process).")
     pin_memory: Literal["auto", "on", "off"] = Field(
@@ -171,7 +176,15 @@ class OptimConfig(_Section):
     """Optimizer, learning-rate schedule and loss."""
 
     optimizer: Literal["sgd", "adamw"] = Field("sgd", description="Optimizer: sgd or adamw.")
-    lr: float = Field(0.1, gt=0, description="Peak learning rate.")
+    lr: float = Field(0.1, gt=0, description="Peak learning rate (before lr_scaling).")
+    lr_scaling: Literal["none", "linear", "sqrt"] = Field(
+        "none",
+        description="Scale lr with the global batch (batch_size x accumulation_steps): by "
+        "global / lr_reference_batch (linear) or its square root (sqrt).",
+    )
+    lr_reference_batch: int = Field(
+        256, gt=0, description="The global batch lr is given for (used by lr_scaling)."
+    )
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (AdamW beta1).")
     nesterov: bool = Field(True, description="Nesterov momentum for SGD.")
     weight_decay: float = Field(

@@ -20,6 +20,13 @@ PROGRESS_STYLE = "VISIONOPS_PROGRESS"
 
 #: A process's rank in a distributed job, set by torchrun and Ray Train; only rank 0 tracks.
 RANK = "RANK"
+#: The number of processes of a distributed job (torchrun).
+WORLD_SIZE = "WORLD_SIZE"
+#: A process's rank among those of its machine (torchrun): the GPU it uses.
+LOCAL_RANK = "LOCAL_RANK"
+#: torchrun's job id and restart count: a restarted job resumes the run it started.
+ELASTIC_RUN_ID = "TORCHELASTIC_RUN_ID"
+ELASTIC_RESTART_COUNT = "TORCHELASTIC_RESTART_COUNT"
 
 #: Experiment used when neither the config nor MLflow's variables name one.
 DEFAULT_EXPERIMENT = "visionops"

@@ -30,3 +30,12 @@ def test_tune_quick_prints_the_best_trial_and_refuses_to_resume_a_finished_sweep
 
     assert main(["tune", "--resume", str(storage / "s1")]) == EXIT_USER_ERROR
     assert "already finished" in capsys.readouterr().err
+
+
+def test_a_storage_uri_is_refused_before_any_work(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "--preset", "quick", "--storage-path", "s3://bucket/sweeps"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "'s3://bucket/sweeps' is a URI" in error
+    assert "shared file system" in error

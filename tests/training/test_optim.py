@@ -63,6 +63,23 @@ def test_onecycle_peaks_at_the_end_of_warmup_and_decays() -> None:
     assert all(later <= earlier for earlier, later in itertools.pairwise(lrs[9:]))
 
 
+@pytest.mark.parametrize(
+    ("warmup_epochs", "steps_per_epoch", "epochs"), [(0.0, 10, 2), (0.1, 10, 2), (0.5, 2, 2)]
+)
+def test_onecycle_with_a_warmup_of_one_step_or_none_rises_over_two(
+    warmup_epochs: float, steps_per_epoch: int, epochs: int
+) -> None:
+    # Large global batches leave few steps per epoch; OneCycleLR cannot rise in fewer than two.
+    cfg = OptimConfig(schedule="onecycle", lr=0.4, warmup_epochs=warmup_epochs)
+    lrs = _lrs(cfg, steps_per_epoch, epochs)
+    assert lrs.index(max(lrs)) == 1 and max(lrs) == pytest.approx(0.4)
+    assert lrs[-1] < lrs[1]
+
+
+def test_onecycle_shorter_than_three_steps_keeps_the_rate_constant() -> None:
+    assert _lrs(OptimConfig(schedule="onecycle", lr=0.4, warmup_epochs=0.5), 1, 2) == [0.4, 0.4]
+
+
 def test_cosine_warms_up_linearly_then_decays() -> None:
     lrs = _lrs(OptimConfig(schedule="cosine", lr=1.0, warmup_epochs=2))
     assert lrs[:20] == pytest.approx([(i + 1) / 20 for i in range(20)])

@@ -7,6 +7,8 @@ they reach ASHA's rungs, and therefore which are stopped, does not depend on tim
 from __future__ import annotations
 
 import csv
+import json
+import math
 from pathlib import Path
 
 import mlflow
@@ -18,7 +20,14 @@ from ray import tune
 from visionops.config import TrainConfig, with_fields
 from visionops.training import train
 from visionops.tuning.algorithms import SEARCHERS, SearchName
-from visionops.tuning.results import CANDIDATE_ALIAS, CURVES_FIGURE, TRIAL_TABLE
+from visionops.tuning.results import (
+    CANDIDATE_ALIAS,
+    CURVES_FIGURE,
+    IMPORTANCE_FIGURE,
+    IMPORTANCES,
+    PARALLEL_FIGURE,
+    TRIAL_TABLE,
+)
 from visionops.tuning.space import create_search_space
 from visionops.tuning.sweep import SweepOptions, run_sweep
 
@@ -124,6 +133,10 @@ def test_asha_optuna_sweep_nests_runs_stops_trials_and_registers_the_best(
     rows = list(csv.DictReader((artifacts / TRIAL_TABLE).open()))
     assert sorted(row["run_id"] for row in rows) == sorted(children)
     assert (artifacts / CURVES_FIGURE).is_file()
+    importances = json.loads((artifacts / IMPORTANCES).read_text())
+    assert "seed" in importances and set(importances) <= set(space)
+    assert math.isclose(sum(importances.values()), 1.0)
+    assert (artifacts / IMPORTANCE_FIGURE).is_file() and (artifacts / PARALLEL_FIGURE).is_file()
 
 
 @pytest.mark.parametrize("search", [s for s in SEARCHERS if s != "optuna"])

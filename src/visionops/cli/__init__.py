@@ -36,7 +36,9 @@ DOTENV_FILE = ".env"
 def main(argv: Sequence[str] | None = None) -> int:
     from visionops.cli.parser import build_parser
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # a distributed launcher hands it on to its workers
     load_dotenv_file()
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("visionops").setLevel(logging.INFO)
@@ -45,7 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except TrainingInterrupted as stop:
-        print(str(stop), file=sys.stderr)
+        from visionops.training.world import world_from_env
+
+        if world_from_env().is_main:  # one message for a distributed job, rank 0's
+            print(str(stop), file=sys.stderr)
         return EXIT_INTERRUPTED
     except VisionOpsError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -7,7 +7,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from visionops.cli.output import emit, mlflow_ui_hint
+from visionops.cli.launch_flags import launch_requested
+from visionops.cli.output import emit, emit_train_result, mlflow_ui_hint
 from visionops.cli.parser import config_flag_values
 from visionops.config import (
     CONFIG_FIELDS,
@@ -59,35 +60,17 @@ def _env_and_flag_overrides(
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg = train_config(args)
+    cfg = train_config(args)  # checked here, before a launcher starts any worker
+    launched = launch_requested(args, cfg)
+    if launched is not None:
+        return launched
     from visionops.training import train
+    from visionops.training.world import world_from_env
 
     result = train(cfg)
-    payload: dict[str, Any] = {
-        "run_id": result.run_id,
-        "model_uri": result.model_uri,
-        "registered_model": (
-            {"name": cfg.tracking.register_as, "version": result.registered_version}
-            if result.registered_version is not None
-            else None
-        ),
-        "metrics": result.metrics,
-        "run_dir": str(result.run_dir),
-        "epochs": result.epochs_completed,
-    }
-    lines = [
-        f"run id:      {result.run_id}",
-        f"model uri:   {result.model_uri}",
-        *(
-            [f"registered:  {cfg.tracking.register_as} version {result.registered_version}"]
-            if result.registered_version is not None
-            else []
-        ),
-        *(f"{name:<12} {value:.4f}" for name, value in result.metrics.items()),
-        f"run folder:  {result.run_dir}",
-        f"MLflow UI:   {mlflow_ui_hint()}",
-    ]
-    emit(lines, payload, args.json)
+    if not world_from_env().is_main:
+        return 0  # a torchrun worker: rank 0 reports for the job
+    emit_train_result(result, cfg.tracking.register_as, args.json)
     return 0
 
 

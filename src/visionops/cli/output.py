@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from visionops.training import TrainResult
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -33,3 +36,39 @@ def mlflow_ui_hint() -> str:
     if uri.startswith(("http://", "https://")):
         return f"open {uri}"
     return f"mlflow ui --backend-store-uri {uri}"
+
+
+def emit_train_result(
+    result: TrainResult,
+    register_as: str | None,
+    as_json: bool,
+    extra_payload: dict[str, Any] | None = None,
+    extra_lines: Sequence[str] = (),
+) -> None:
+    """Print what ``visionops train`` trained, however many processes it took."""
+    registered = result.registered_version is not None
+    payload: dict[str, Any] = {
+        "run_id": result.run_id,
+        "model_uri": result.model_uri,
+        "registered_model": (
+            {"name": register_as, "version": result.registered_version} if registered else None
+        ),
+        "metrics": result.metrics,
+        "run_dir": str(result.run_dir),
+        "epochs": result.epochs_completed,
+        **(extra_payload or {}),
+    }
+    lines = [
+        f"run id:      {result.run_id}",
+        f"model uri:   {result.model_uri}",
+        *(
+            [f"registered:  {register_as} version {result.registered_version}"]
+            if registered
+            else []
+        ),
+        *(f"{name:<12} {value:.4f}" for name, value in result.metrics.items()),
+        f"run folder:  {result.run_dir}",
+        *extra_lines,
+        f"MLflow UI:   {mlflow_ui_hint()}",
+    ]
+    emit(lines, payload, as_json)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from visionops.cli.launch_flags import add_launch_flags
 from visionops.cli.output import add_json_flag
 from visionops.config import CONFIG_FIELDS, FieldSpec, describe_type
 from visionops.env import config_env_var
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         "a run folder or a checkpoint file; the run keeps its saved configuration",
     )
     add_json_flag(train)
+    add_launch_flags(train)
     groups: dict[str, argparse._ArgumentGroup] = {}
     for spec in CONFIG_FIELDS.values():
         if spec.flat in _SPECIAL:

@@ -2,7 +2,7 @@
 
 visionops tune --preset quick
 visionops tune --recipe quickstart --search hyperopt --scheduler hyperband --num-samples 20
-visionops tune --address ray://head:10001 --storage-path s3://bucket/sweeps --gpus-per-trial 0.5
+visionops tune --address head:6379 --storage-path /mnt/shared/sweeps --gpus-per-trial 0.5
 visionops tune --resume tune-results/sweep-20260101-120000
 """
 
@@ -69,7 +69,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     tune.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
     tune.add_argument(
         "--storage-path",
-        type=Path,
+        type=_local_folder,
         default=Path("tune-results"),
         metavar="DIR",
         help="folder of the sweep folders, shared by all nodes on a cluster (tune-results)",
@@ -174,3 +174,14 @@ def sweep_options(args: argparse.Namespace) -> Any:
 
 
 COMMANDS = {"tune": cmd_tune}
+
+
+def _local_folder(value: str) -> Path:
+    """A --storage-path: trials write their runs there with plain file I/O, so URIs (s3://,
+    gs://) are refused rather than taken for a folder named 's3:'."""
+    if "://" in value:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is a URI; --storage-path takes a folder every Ray node can reach "
+            "(a shared file system on a cluster)"
+        )
+    return Path(value)

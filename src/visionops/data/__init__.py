@@ -198,14 +198,19 @@ def create_train_loader(
     samples_per_epoch: int,
     device: torch.device,
     memory_format: torch.memory_format = torch.contiguous_format,
+    rank: int = 0,
+    num_ranks: int = 1,
 ) -> TrainBatches:
-    """The training loader ``cfg.loader`` asks for (see ``visionops.data.loaders``)."""
+    """The training loader ``cfg.loader`` asks for (see ``visionops.data.loaders``); in a job
+    of ``num_ranks`` processes, rank ``rank``'s share of every global batch."""
     common: dict[str, Any] = dict(
         num_classes=data.num_classes,
         samples_per_epoch=samples_per_epoch,
         seed=seed,
         device=device,
         memory_format=memory_format,
+        rank=rank,
+        num_ranks=num_ranks,
     )
     if use_device_loader(data, cfg, device):
         tensors = data.tensors("train")
@@ -221,12 +226,17 @@ def create_eval_loader(
     cfg: DataConfig,
     device: torch.device,
     memory_format: torch.memory_format = torch.contiguous_format,
+    rank: int = 0,
+    num_ranks: int = 1,
 ) -> Iterable[Batch]:
     """Batches of un-augmented images of ``split`` in dataset order, on ``device`` when the
-    split is held decoded, else from a DataLoader (evaluate moves them)."""
+    split is held decoded, else from a DataLoader (evaluate moves them). In a job of
+    ``num_ranks`` processes, rank ``rank`` gets every ``num_ranks``-th image."""
     if cfg.loader != "classic" and _fits_on_device(data, split, device):
         tensors = data.tensors(split)
         assert tensors is not None  # _fits_on_device checked that the split is decoded
-        return DeviceEvalLoader(*tensors, cfg.eval_batch_size, device, memory_format)
+        images, labels = (t[rank::num_ranks] for t in tensors)
+        return DeviceEvalLoader(images, labels, cfg.eval_batch_size, device, memory_format)
     wrapped = AugmentedDataset(data.split(split), build_transform(None, data.image_size), seed=0)
-    return data_loader(wrapped, cfg, device, batch_size=cfg.eval_batch_size)
+    shard = Subset(wrapped, range(rank, len(wrapped), num_ranks)) if num_ranks > 1 else wrapped
+    return data_loader(shard, cfg, device, batch_size=cfg.eval_batch_size)

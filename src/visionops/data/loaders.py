@@ -36,20 +36,28 @@ class TrainBatches(Protocol):
     def state_dict(self) -> dict[str, int]: ...
 
 
+def _batch_key(batch: int, rank: int, num_ranks: int) -> int:
+    """Seeds a rank's part of a global batch: each rank draws its own randomness, and a job of
+    one process draws what it always did."""
+    return batch * num_ranks + rank
+
+
 class _BatchMix:
     """CutMix/MixUp on a whole batch, seeded by the batch's position (labels become soft)."""
 
-    def __init__(self, cfg: DataConfig, num_classes: int, seed: int) -> None:
+    def __init__(self, cfg: DataConfig, num_classes: int, seed: int, rank: int, num_ranks: int):
         self.transform: v2.Transform | None = build_batch_mix(cfg, num_classes)
         self.seed = seed
+        self.rank, self.num_ranks = rank, num_ranks
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, epoch: int, batch: int) -> Batch:
         if self.transform is None:
             return images, labels
+        key = _batch_key(batch, self.rank, self.num_ranks)
         # torchvision draws the mixing weight and box from the global CPU generator.
         with torch.random.fork_rng(devices=[]):
             # Only the CPU generator: torch.manual_seed would also reset the CUDA ones.
-            torch.random.default_generator.manual_seed(mix_seed(self.seed + 1, epoch, batch))
+            torch.random.default_generator.manual_seed(mix_seed(self.seed + 1, epoch, key))
             return self.transform(images, labels)
 
 
@@ -70,17 +78,20 @@ class DeviceLoader:
         seed: int,
         device: torch.device,
         memory_format: torch.memory_format = torch.contiguous_format,
+        rank: int = 0,
+        num_ranks: int = 1,
     ) -> None:
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.cfg = cfg
-        self.batch_size = cfg.batch_size
+        self.batch_size = cfg.batch_size  # global: this rank takes every num_ranks-th image
         self.sampler = EpochSampler(len(images), samples_per_epoch, seed)
         self.seed = seed
+        self.rank, self.num_ranks = rank, num_ranks
         self.device = device
         self.memory_format = memory_format
         self.ops = [a.batched for a in image_augmentations(cfg.augmentations) if a.batched]
-        self.mix = _BatchMix(cfg, num_classes, seed)
+        self.mix = _BatchMix(cfg, num_classes, seed, rank, num_ranks)
         self.generator = torch.Generator(device=device)
         self.image_bits = (
             torch.randint(0, 2, (len(images),), generator=torch.Generator().manual_seed(seed))
@@ -104,11 +115,13 @@ class DeviceLoader:
         epoch = self.sampler.epoch
         order = self.sampler.order(epoch).to(self.device)
         for batch in range(self.start_batch, self.batches_per_epoch):
-            indices = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            start = batch * self.batch_size
+            indices = order[start + self.rank : start + self.batch_size : self.num_ranks]
             yield self.batch(epoch, batch, indices)
 
     def batch(self, epoch: int, batch: int, indices: torch.Tensor) -> Batch:
-        self.generator.manual_seed(mix_seed(self.seed, epoch, batch))
+        key = _batch_key(batch, self.rank, self.num_ranks)
+        self.generator.manual_seed(mix_seed(self.seed, epoch, key))
         context = BatchContext(self.cfg, self.generator, epoch, indices, self.image_bits)
         images = self.images[indices]
         for op in self.ops:
@@ -132,15 +145,25 @@ class ClassicLoader:
         seed: int,
         device: torch.device,
         memory_format: torch.memory_format = torch.contiguous_format,
+        rank: int = 0,
+        num_ranks: int = 1,
     ) -> None:
-        self.sampler = EpochSampler(len(dataset), samples_per_epoch, seed)  # type: ignore[arg-type]
+        size = len(dataset)  # type: ignore[arg-type]
+        self.sampler = EpochSampler(size, samples_per_epoch, seed, rank, num_ranks)
         augmented = AugmentedDataset(dataset, build_transform(cfg, image_size), seed)
-        self.loader = data_loader(augmented, cfg, device, sampler=self.sampler, drop_last=True)
-        self.batch_size = cfg.batch_size
+        self.loader = data_loader(
+            augmented,
+            cfg,
+            device,
+            batch_size=cfg.batch_size // num_ranks,
+            sampler=self.sampler,
+            drop_last=True,
+        )
+        self.batch_size = cfg.batch_size  # global, as the sampler's start counts it
         self.seed = seed
         self.device = device
         self.memory_format = memory_format
-        self.mix = _BatchMix(cfg, num_classes, seed)
+        self.mix = _BatchMix(cfg, num_classes, seed, rank, num_ranks)
         self.start_batch = 0
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:

@@ -19,17 +19,36 @@ SampleKey = tuple[int, int]
 
 
 class EpochSampler(Sampler[SampleKey]):
-    def __init__(self, dataset_size: int, samples_per_epoch: int, seed: int) -> None:
+    """The epoch's order, or rank ``rank``'s share of it in a job of ``num_ranks`` processes.
+
+    Ranks take every ``num_ranks``-th sample, as torch's ``DistributedSampler`` does, so the
+    ranks' k-th batches together are exactly the k-th global batch of a single process. Unlike
+    ``DistributedSampler`` it starts mid-epoch (``start``) and its order does not depend on the
+    number of ranks, so a checkpoint resumes in a job of any size.
+    """
+
+    def __init__(
+        self,
+        dataset_size: int,
+        samples_per_epoch: int,
+        seed: int,
+        rank: int = 0,
+        num_ranks: int = 1,
+    ) -> None:
         if not 0 < samples_per_epoch <= dataset_size:
             raise ValueError(f"samples_per_epoch={samples_per_epoch} outside 1..{dataset_size}")
+        if not 0 <= rank < num_ranks:
+            raise ValueError(f"rank={rank} outside 0..{num_ranks - 1}")
         self.dataset_size = dataset_size
         self.samples_per_epoch = samples_per_epoch
         self.seed = seed
+        self.rank, self.num_ranks = rank, num_ranks
         self.epoch = 0
         self.start = 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Iterate epoch ``epoch`` from its ``start``-th sample on (a mid-epoch resume)."""
+        """Iterate epoch ``epoch`` from its ``start``-th sample on (a mid-epoch resume);
+        ``start`` counts the samples of all ranks and is a whole number of global batches."""
         self.epoch, self.start = epoch, start
 
     def order(self, epoch: int) -> torch.Tensor:
@@ -38,11 +57,11 @@ class EpochSampler(Sampler[SampleKey]):
 
     def __iter__(self) -> Iterator[SampleKey]:
         epoch = self.epoch
-        for index in self.order(epoch)[self.start :].tolist():
+        for index in self.order(epoch)[self.start + self.rank :: self.num_ranks].tolist():
             yield epoch, index
 
     def __len__(self) -> int:
-        return self.samples_per_epoch - self.start
+        return len(range(self.start + self.rank, self.samples_per_epoch, self.num_ranks))
 
     def state_dict(self) -> dict[str, int]:
         return {"seed": self.seed, "epoch": self.epoch, "start": self.start}

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from visionops.training.runtime import Runtime
+from visionops.training.world import SINGLE_PROCESS, World
 
 
 @dataclass
@@ -65,9 +66,12 @@ def evaluate(
     runtime: Runtime,
     num_classes: int,
     tta: str = "none",
+    world: World = SINGLE_PROCESS,
 ) -> EvalResult:
     """Evaluate ``model``, which the caller has put in eval mode (a loaded torch.export model
-    is in it already and refuses ``.eval()``). ``tta`` is a key of ``TTA_MODES``."""
+    is in it already and refuses ``.eval()``). ``tta`` is a key of ``TTA_MODES``. In a job of
+    N processes each evaluates its shard of the split (``loader``) and the result is the
+    whole split's."""
     predict = TTA_MODES[tta](model)
     device = runtime.device
     # Sums stay on the device until the end: one host-device sync per pass, not per batch.
@@ -82,6 +86,7 @@ def evaluate(
         confusion += torch.bincount(
             labels * num_classes + logits.argmax(dim=1), minlength=num_classes**2
         )
+    world.sum_(confusion, loss_sum)
     matrix = confusion.view(num_classes, num_classes).cpu()
     total = int(matrix.sum())
     if total == 0:

@@ -51,10 +51,13 @@ def finalize_run(
     model.eval()
     # A run resumed from its last checkpoint has not validated in this process.
     tta = cfg.data.tta
-    val = last_val or evaluate(model, job.val_loader, runtime, data.num_classes, tta=tta)
+    val = last_val or evaluate(
+        model, job.val_loader, runtime, data.num_classes, tta=tta, world=job.world
+    )
     log_evaluation(tracker, val, "val", data.classes, step=cfg.epochs)
     metrics = {"val_accuracy": val.accuracy, "val_loss": val.loss}
-    if data.test is not None:
+    # The test split is not sharded: only the process that logs evaluates it.
+    if data.test is not None and job.world.is_main:
         test_loader = create_eval_loader(
             data, "test", cfg.data, runtime.device, runtime.memory_format
         )

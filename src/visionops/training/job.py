@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
 
 from visionops.config import TrainConfig, check_field, config_to_dict
@@ -23,6 +25,7 @@ from visionops.models import ImageClassifier, create_model
 from visionops.training.evaluate import EvalResult
 from visionops.training.optim import create_optimizer, create_scheduler
 from visionops.training.runtime import Runtime, capture_rng_state, restore_rng_state
+from visionops.training.world import SINGLE_PROCESS, World
 
 _DATA_INIT_SAMPLE = 5000  # training images a data-initialised model (airbench) looks at
 
@@ -52,11 +55,29 @@ class Progress:
     def running_accuracy(self) -> float:
         return float(self.correct) / max(self.seen, 1)
 
-    def finish_epoch(self, val: EvalResult, seconds: float) -> dict[str, float]:
-        """Close the epoch in progress; returns its metrics and starts the next one."""
+    def global_counts(self, world: World) -> tuple[float, float, float]:
+        """This epoch's (loss sum, correct, seen) over every rank of the job."""
+        device = self.loss_sum.device
+        sums = torch.stack(
+            [
+                self.loss_sum,
+                self.correct.to(torch.float64),
+                torch.tensor(float(self.seen), dtype=torch.float64, device=device),
+            ]
+        )
+        world.sum_(sums)
+        loss_sum, correct, seen = sums.tolist()
+        return loss_sum, correct, seen
+
+    def finish_epoch(
+        self, val: EvalResult, seconds: float, world: World = SINGLE_PROCESS
+    ) -> dict[str, float]:
+        """Close the epoch in progress; returns its metrics (over all ranks) and starts the
+        next one."""
+        loss_sum, correct, seen = self.global_counts(world)
         metrics = {
-            "train_loss": float(self.loss_sum) / self.seen,
-            "train_accuracy": float(self.correct) / self.seen,
+            "train_loss": loss_sum / seen,
+            "train_accuracy": correct / seen,
             "val_loss": val.loss,
             "val_accuracy": val.accuracy,
             "epoch_time_sec": seconds,
@@ -75,8 +96,10 @@ class Progress:
 class TrainingJob:
     cfg: TrainConfig
     runtime: Runtime
+    world: World
     data: DataBundle
-    model: nn.Module
+    model: nn.Module  # what is evaluated, checkpointed and logged
+    train_model: nn.Module  # what the loop calls: ``model``, or its DDP wrapper in a job of N
     optimizer: torch.optim.Optimizer
     scheduler: LRScheduler
     scaler: torch.amp.GradScaler
@@ -92,8 +115,15 @@ class TrainingJob:
         )
 
     def checkpoint_state(self, progress: Progress, run_id: str | None) -> dict[str, Any]:
+        """Everything a resume needs. Every rank calls it (the epoch's running sums are
+        summed over the ranks into rank 0's copy); rank 0 writes it."""
         progress_state = asdict(progress)
-        progress_state.update(loss_sum=progress.loss_sum.cpu(), correct=progress.correct.cpu())
+        loss_sum, correct, seen = progress.global_counts(self.world)
+        progress_state.update(
+            loss_sum=torch.tensor(loss_sum, dtype=torch.float64),
+            correct=torch.tensor(int(correct), dtype=torch.int64),
+            seen=int(seen),
+        )
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -119,13 +149,46 @@ class TrainingJob:
             progress.loss_sum.to(device),
             progress.correct.to(device),
         )
+        if not self.world.is_main:
+            # The checkpoint holds the epoch's running sums over all ranks: rank 0 carries them.
+            progress.loss_sum.zero_()
+            progress.correct.zero_()
+            progress.seen = 0
         return progress
 
+    def share_main_buffers(self) -> None:
+        """Give every rank rank 0's buffers (BatchNorm statistics), the ones it checkpoints:
+        each rank's last forward updated its own from its own images."""
+        self.world.broadcast_(*self.model.buffers())
 
-def build_job(cfg: TrainConfig, runtime: Runtime) -> TrainingJob:
-    """Data, model, optimizer, schedule and loaders; data-dependent checks happen here."""
+    def gradient_sync(self, sync: bool) -> AbstractContextManager[Any]:
+        """Inside it, a DDP backward all-reduces gradients only if ``sync``: the micro-batches
+        of an accumulated step before the last need no all-reduce."""
+        if sync or not isinstance(self.train_model, DistributedDataParallel):
+            return nullcontext()
+        return self.train_model.no_sync()
+
+
+def check_batch_divides(cfg: TrainConfig, processes: int) -> None:
+    """Every process of a job trains on an equal share of each global batch."""
+    check_field(
+        cfg,
+        "batch_size",
+        cfg.data.batch_size % processes == 0,
+        f"batch_size ({cfg.data.batch_size}) must divide evenly among the job's "
+        f"{processes} processes",
+    )
+
+
+def build_job(cfg: TrainConfig, runtime: Runtime, world: World = SINGLE_PROCESS) -> TrainingJob:
+    """Data, model, optimizer, schedule and loaders; data-dependent checks happen here.
+
+    ``batch_size`` is the global micro-batch: in a job of N processes each trains on
+    ``batch_size / N`` images of it, so the job computes what one process would.
+    """
     data = build_data(cfg.data, cfg.seed)
     batch, accum = cfg.data.batch_size, cfg.optim.accumulation_steps
+    check_batch_divides(cfg, world.size)
     check_field(
         cfg,
         "batch_size",
@@ -145,13 +208,21 @@ def build_job(cfg: TrainConfig, runtime: Runtime) -> TrainingJob:
     if model.needs_data_init:
         model.init_from_data(data.sample_images(_DATA_INIT_SAMPLE))
     model = model.to(runtime.device).to(memory_format=runtime.memory_format)
-    optimizer = create_optimizer(model, cfg.optim)
+    train_model: nn.Module = model
+    if world.distributed:
+        # DDP copies rank 0's weights to every rank here, then all-reduces the gradients.
+        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        train_model = DistributedDataParallel(model, device_ids=device_ids)
+    optimizer = create_optimizer(model, cfg.optim, global_batch=batch * accum)
     device, memory_format = runtime.device, runtime.memory_format
+    shard = {"rank": world.rank, "num_ranks": world.size}
     return TrainingJob(
         cfg=cfg,
         runtime=runtime,
+        world=world,
         data=data,
         model=model,
+        train_model=train_model,
         optimizer=optimizer,
         scheduler=create_scheduler(optimizer, cfg.optim, steps_per_epoch, cfg.epochs),
         scaler=torch.amp.GradScaler(runtime.device.type, enabled=runtime.uses_grad_scaler),
@@ -162,7 +233,8 @@ def build_job(cfg: TrainConfig, runtime: Runtime) -> TrainingJob:
             samples_per_epoch=steps_per_epoch * accum * batch,
             device=device,
             memory_format=memory_format,
+            **shard,
         ),
-        val_loader=create_eval_loader(data, "val", cfg.data, device, memory_format),
+        val_loader=create_eval_loader(data, "val", cfg.data, device, memory_format, **shard),
         steps_per_epoch=steps_per_epoch,
     )

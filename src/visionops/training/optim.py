@@ -12,8 +12,18 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 from visionops.config import OptimConfig
 
 
-def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD or AdamW over three parameter groups.
+def scaled_lr(cfg: OptimConfig, global_batch: int) -> float:
+    """``cfg.lr`` under ``cfg.lr_scaling`` for a global batch (images per optimizer step)."""
+    ratio = global_batch / cfg.lr_reference_batch
+    factors = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}
+    return cfg.lr * factors[cfg.lr_scaling]
+
+
+def create_optimizer(
+    model: nn.Module, cfg: OptimConfig, global_batch: int | None = None
+) -> torch.optim.Optimizer:
+    """SGD or AdamW over three parameter groups, at ``scaled_lr`` for ``global_batch``
+    (``lr`` itself when it is not given).
 
     - weights (dimension >= 2): ``lr`` and ``weight_decay``;
     - normalisation-layer parameters: ``lr * norm_lr_scale`` (airbench gives BatchNorm biases
@@ -31,23 +41,19 @@ def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimize
     norm = [p for p in trainable if id(p) in norm_ids]
     weights = [p for p in trainable if id(p) not in norm_ids and p.ndim >= 2]
     biases = [p for p in trainable if id(p) not in norm_ids and p.ndim < 2]
+    lr = cfg.lr if global_batch is None else scaled_lr(cfg, global_batch)
     norm_decay = cfg.weight_decay / cfg.norm_lr_scale if cfg.norm_weight_decay else 0.0
     groups: list[dict[str, Any]] = [
-        {"name": "weights", "params": weights, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-        {
-            "name": "norm",
-            "params": norm,
-            "lr": cfg.lr * cfg.norm_lr_scale,
-            "weight_decay": norm_decay,
-        },
-        {"name": "biases", "params": biases, "lr": cfg.lr, "weight_decay": 0.0},
+        {"name": "weights", "params": weights, "lr": lr, "weight_decay": cfg.weight_decay},
+        {"name": "norm", "params": norm, "lr": lr * cfg.norm_lr_scale, "weight_decay": norm_decay},
+        {"name": "biases", "params": biases, "lr": lr, "weight_decay": 0.0},
     ]
     groups = [group for group in groups if group["params"]]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0
+            groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0
         )
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+    return torch.optim.AdamW(groups, lr=lr, betas=(cfg.momentum, 0.999))
 
 
 _NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -59,14 +65,17 @@ def create_scheduler(
     """A per-optimizer-step schedule over ``epochs * steps_per_epoch`` steps."""
     total = steps_per_epoch * epochs
     warmup = min(total - 1, round(cfg.warmup_epochs * steps_per_epoch))
-    if cfg.schedule == "onecycle":
+    if cfg.schedule == "onecycle" and total >= 3:
+        # OneCycleLR divides by the length of each phase less one step: the rise needs two
+        # steps or more and the fall one (a run of fewer than three steps keeps a constant rate).
+        rise = min(max(warmup, 2), total - 1)
         return OneCycleLR(
             optimizer,
             max_lr=[group["lr"] for group in optimizer.param_groups],
             div_factor=1 / cfg.lr_start_fraction,
             final_div_factor=cfg.lr_start_fraction / cfg.lr_end_fraction,
             total_steps=total,
-            pct_start=max(warmup, 1) / total,
+            pct_start=rise / total,
             anneal_strategy="linear",
             cycle_momentum=False,
         )

@@ -24,8 +24,12 @@ class ProgressReporter(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-def create_progress(epochs: int, steps_per_epoch: int) -> ProgressReporter:
+def create_progress(epochs: int, steps_per_epoch: int, shown: bool = True) -> ProgressReporter:
+    """The reporter ``VISIONOPS_PROGRESS`` asks for; a silent one unless ``shown`` (the other
+    ranks of a distributed job, whose rank 0 reports for the job)."""
     style = os.environ.get(PROGRESS_STYLE) or ("rich" if sys.stderr.isatty() else "plain")
+    if not shown:
+        style = "off"
     if style == "rich":
         return RichProgress(epochs, steps_per_epoch)
     if style == "off":

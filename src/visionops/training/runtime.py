@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from visionops import env
 from visionops.config import TrainConfig
 from visionops.errors import ConfigError
 
@@ -46,16 +45,21 @@ class Runtime:
         return f"{name} ({self.device}), {precision}, channels_last={self.channels_last}"
 
 
-def resolve_runtime(cfg: TrainConfig) -> Runtime:
-    """Pick device, autocast dtype and memory format from the config and the hardware."""
+def resolve_runtime(cfg: TrainConfig, local_rank: int = 0) -> Runtime:
+    """Pick device, autocast dtype and memory format from the config and the hardware; the
+    ``local_rank``-th process of a machine gets its own GPU."""
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             "invalid configuration: device='cuda' but no CUDA device is available; use cpu or auto"
         )
-    if cfg.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
+    kind = cfg.device
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device("cpu")
+    if kind == "cuda":
+        # A launcher that gives each process only its own GPU (CUDA_VISIBLE_DEVICES per
+        # process) leaves fewer visible devices than local ranks: hence the modulo.
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
     on_cuda = device.type == "cuda"
     dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if cfg.precision == "auto":
@@ -69,11 +73,6 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
     # channels_last speeds up convolutions on tensor cores; on CPU it is often slower.
     channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and on_cuda)
     return Runtime(device, autocast_dtype, channels_last)
-
-
-def is_main_process() -> bool:
-    """Rank 0 of a distributed job (torchrun and Ray Train set ``RANK``), or a lone process."""
-    return int(os.environ.get(env.RANK, "0")) == 0
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

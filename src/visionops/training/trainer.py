@@ -27,16 +27,19 @@ from visionops.config import (
     load_config,
     save_config,
 )
-from visionops.errors import CheckpointError, ConfigError, TrainingInterrupted
+from visionops.errors import CheckpointError, ConfigError, TrainingInterrupted, VisionOpsError
 from visionops.tracking import RunTracker
 from visionops.tracking.tags import run_tags
 from visionops.training import checkpoint as ckpt
+from visionops.training import elastic
 from visionops.training.evaluate import EvalResult, evaluate
 from visionops.training.finalize import finalize_run
 from visionops.training.job import Progress, TrainingJob, build_job
+from visionops.training.optim import scaled_lr
 from visionops.training.progress import ProgressReporter, create_progress
-from visionops.training.runtime import is_main_process, resolve_runtime, seed_everything
+from visionops.training.runtime import Runtime, resolve_runtime, seed_everything
 from visionops.training.stop import GracefulStop
+from visionops.training.world import World, current_world, join_process_group
 
 logger = logging.getLogger("visionops.train")
 
@@ -84,6 +87,9 @@ class TrainResult:
 def train(cfg: TrainConfig, on_epoch_end: EpochCallback | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data`` with everything recorded in MLflow.
 
+    In a job of N processes (torchrun, Ray Train) every process calls it; they train one model
+    with DDP, and rank 0 alone tracks, checkpoints and registers it.
+
     Args:
         cfg: the resolved configuration.
         on_epoch_end: called after every epoch, once its metrics are logged and its checkpoint
@@ -94,31 +100,45 @@ def train(cfg: TrainConfig, on_epoch_end: EpochCallback | None = None) -> TrainR
         ConfigError, DataError, CheckpointError: invalid input, reported before any work.
         TrainingInterrupted: SIGINT/SIGTERM stopped the run after writing a checkpoint.
     """
-    runtime = resolve_runtime(cfg)
-    resume_dir, resumed = _load_resume(cfg)
+    runtime = resolve_runtime(cfg, current_world().local_rank)
+    with join_process_group(runtime.device) as world:
+        # torchrun restarts every node's workers, but only the failed one's launcher counts it.
+        restarted = world.any(elastic.restart_count() > 0, runtime.device)
+        if restarted and world.is_main:
+            cfg = elastic.resume_job_run(cfg)  # the other ranks get the checkpoint from rank 0
+        return _train(cfg, runtime, world, on_epoch_end)
+
+
+def _train(
+    cfg: TrainConfig, runtime: Runtime, world: World, on_epoch_end: EpochCallback | None
+) -> TrainResult:
+    resume_dir, resumed = _load_resume(cfg, world)
     seed_everything(cfg.seed, cfg.deterministic)
-    job = build_job(cfg, runtime)
+    job = build_job(cfg, runtime, world)
     progress = job.restore(resumed) if resumed else job.new_progress()
 
     # Only the main process of a distributed job tracks and writes checkpoints.
-    main_process = is_main_process()
-    tracker = RunTracker(cfg.tracking, enabled=main_process)
+    tracker = RunTracker(cfg.tracking, enabled=world.is_main)
     run_id = tracker.start(
-        flatten_config(cfg),
+        {**flatten_config(cfg), **_job_params(cfg, world)},
         run_tags(runtime.describe()),
         resume_run_id=resumed["run_id"] if resumed else None,
     )
-    run_dir = resume_dir or _new_run_dir(cfg, run_id, tracker, create=main_process)
+    run_dir = resume_dir or _new_run_dir(cfg, run_id, tracker, create=world.is_main)
+    run_id, run_dir = world.from_main((run_id, run_dir))
     tracker.spool_in(run_dir)  # metric points wait there while the tracking server is away
-    logger.info("run %s on %s; checkpoints in %s", run_id, runtime.describe(), run_dir)
+    if world.is_main:
+        elastic.note_job_run(cfg, run_dir)
+        logger.info("run %s on %s; checkpoints in %s", run_id, _describe(runtime, world), run_dir)
 
     def save() -> Path:
         # Everything logged so far must be in MLflow, or durably in the run's tracking spool,
         # before a checkpoint says it happened.
         tracker.flush()
         path = ckpt.checkpoint_path(run_dir, progress.step)
-        if main_process:
-            ckpt.save_checkpoint(job.checkpoint_state(progress, run_id), path)
+        state = job.checkpoint_state(progress, run_id)  # on every rank: it sums over them
+        if world.is_main:
+            ckpt.save_checkpoint(state, path)
             ckpt.prune_checkpoints(run_dir, cfg.checkpoint.keep_checkpoints)
         return path
 
@@ -133,7 +153,10 @@ def train(cfg: TrainConfig, on_epoch_end: EpochCallback | None = None) -> TrainR
     status = "FAILED"
     last_val: EvalResult | None = None
     try:
-        with GracefulStop() as stop, create_progress(cfg.epochs, job.steps_per_epoch) as bar:
+        with (
+            GracefulStop() as stop,
+            create_progress(cfg.epochs, job.steps_per_epoch, shown=world.is_main) as bar,
+        ):
             while progress.epoch < cfg.epochs:
                 epoch_start = time.perf_counter()
                 stopped_at = _train_epoch(job, progress, tracker, bar, stop, save)
@@ -141,16 +164,22 @@ def train(cfg: TrainConfig, on_epoch_end: EpochCallback | None = None) -> TrainR
                     raise interrupted(stop.signal_name, stopped_at)
 
                 job.model.eval()
+                job.share_main_buffers()
                 last_val = evaluate(
-                    job.model, job.val_loader, runtime, job.data.num_classes, tta=cfg.data.tta
+                    job.model,
+                    job.val_loader,
+                    runtime,
+                    job.data.num_classes,
+                    tta=cfg.data.tta,
+                    world=world,
                 )
-                metrics = progress.finish_epoch(last_val, time.perf_counter() - epoch_start)
+                metrics = progress.finish_epoch(last_val, time.perf_counter() - epoch_start, world)
                 tracker.log_metrics({f"epoch/{k}": v for k, v in metrics.items()}, progress.epoch)
                 bar.end_epoch(progress.epoch - 1, metrics)
                 path = save()
                 if on_epoch_end is not None:
                     on_epoch_end(EpochEnd(progress.epoch, metrics, path, run_dir, run_id))
-                if stop.requested:
+                if world.any(stop.requested, runtime.device):
                     raise interrupted(stop.signal_name, path)
 
         final = finalize_run(job, tracker, progress.history, last_val)
@@ -167,7 +196,10 @@ def train(cfg: TrainConfig, on_epoch_end: EpochCallback | None = None) -> TrainR
         status = "KILLED"
         raise
     finally:
-        tracker.end(status)
+        # torchrun SIGTERMs the survivors of a failed job as their error unwinds to here: the
+        # signal must not cut short the status (and the last points) MLflow is being sent.
+        with GracefulStop():
+            tracker.end(status)
 
 
 def _train_epoch(
@@ -179,7 +211,7 @@ def _train_epoch(
     save: Callable[[], Path],
 ) -> Path | None:
     """Train on the rest of epoch ``progress.epoch``; returns the checkpoint if told to stop."""
-    cfg, runtime = job.cfg, job.runtime
+    cfg, runtime, world = job.cfg, job.runtime, job.world
     accum, steps_per_epoch = cfg.optim.accumulation_steps, job.steps_per_epoch
     every_n = cfg.checkpoint.checkpoint_every_n_steps
     job.loader.set_epoch(progress.epoch, start_batch=progress.micro_batches_done)
@@ -188,19 +220,21 @@ def _train_epoch(
     window_start, window_images = time.perf_counter(), 0
     step_loss = torch.zeros((), device=runtime.device)
 
-    for images, labels in job.loader:  # already on the device
-        with runtime.autocast():
-            logits = job.model(images)
-            loss = F.cross_entropy(logits, labels, label_smoothing=cfg.optim.label_smoothing)
-        if progress.micro_batches_done % accum == 0:
-            # Dropping the gradients right before the backward that recreates them lets the
-            # allocator hand the same blocks back; dropping them after the step costs ~4% on CPU.
-            job.optimizer.zero_grad(set_to_none=True)
-        job.scaler.scale(loss / accum).backward()
+    for images, labels in job.loader:  # already on the device (this rank's share)
+        completes_step = (progress.micro_batches_done + 1) % accum == 0
+        with job.gradient_sync(completes_step):
+            with runtime.autocast():
+                logits = job.train_model(images)
+                loss = F.cross_entropy(logits, labels, label_smoothing=cfg.optim.label_smoothing)
+            if progress.micro_batches_done % accum == 0:
+                # Dropping the gradients right before the backward that recreates them lets the
+                # allocator hand the same blocks back; after the step it costs ~4% on CPU.
+                job.optimizer.zero_grad(set_to_none=True)
+            job.scaler.scale(loss / accum).backward()
         step_loss += loss.detach() / accum
         progress.record_batch(loss, logits, labels)
         window_images += len(labels)
-        if progress.micro_batches_done % accum:
+        if not completes_step:
             continue  # gradients keep accumulating until the step is complete
 
         lr = job.optimizer.param_groups[0]["lr"]  # the rate this step uses
@@ -214,26 +248,57 @@ def _train_epoch(
             progress.step % cfg.tracking.log_every_n_steps == 0 or step_in_epoch == steps_per_epoch
         )
         step_metrics: dict[str, float] = {}
+        stop_now = stop.requested and not world.distributed
         if log_now:  # .item() waits for the device, so only when the point is logged
             elapsed = max(time.perf_counter() - window_start, 1e-9)
-            step_metrics = {
-                "train/step_loss": step_loss.item(),
-                "train/running_accuracy": progress.running_accuracy(),
+            step_metrics = _step_metrics(progress, step_loss, world) | {
                 "train/lr": lr,
-                "train/images_per_sec": window_images / elapsed,
+                # Every rank trains on an equal share of each global batch.
+                "train/images_per_sec": window_images * world.size / elapsed,
             }
             tracker.log_metrics(step_metrics, step=progress.step)
             window_start, window_images = time.perf_counter(), 0
+            # The ranks of a job stop at the same step, or the others would wait for it forever.
+            stop_now = world.any(stop.requested, runtime.device)
         bar.update(step_in_epoch, step_metrics, log_line=log_now)
         step_loss.zero_()
 
         # The epoch-end checkpoint comes after validation, in train().
         mid_epoch = step_in_epoch < steps_per_epoch
-        if mid_epoch and (stop.requested or (every_n and progress.step % every_n == 0)):
+        if mid_epoch and (stop_now or (every_n and progress.step % every_n == 0)):
             path = save()
-            if stop.requested:
+            if stop_now:
                 return path
     return None
+
+
+def _step_metrics(progress: Progress, step_loss: torch.Tensor, world: World) -> dict[str, float]:
+    """The step's loss and the epoch's running accuracy, over all ranks."""
+    device = step_loss.device
+    seen = torch.tensor(float(progress.seen), dtype=torch.float64, device=device)
+    sums = torch.stack([step_loss.double(), progress.correct.double(), seen])
+    world.sum_(sums)
+    loss, correct, seen_total = sums.tolist()
+    return {
+        "train/step_loss": loss / world.size,
+        "train/running_accuracy": correct / max(seen_total, 1),
+    }
+
+
+def _job_params(cfg: TrainConfig, world: World) -> dict[str, str]:
+    """What the config only implies: the job's size, global batch and effective rate."""
+    global_batch = cfg.data.batch_size * cfg.optim.accumulation_steps
+    return {
+        "world_size": str(world.size),
+        "global_batch_size": str(global_batch),
+        "effective_lr": str(scaled_lr(cfg.optim, global_batch)),
+    }
+
+
+def _describe(runtime: Runtime, world: World) -> str:
+    if not world.distributed:
+        return runtime.describe()
+    return f"{world.size} processes ({runtime.describe()} on rank 0)"
 
 
 def _new_run_dir(cfg: TrainConfig, run_id: str | None, tracker: RunTracker, create: bool) -> Path:
@@ -254,8 +319,25 @@ def saved_run(resume: str, output_dir: Path) -> tuple[Path, TrainConfig]:
     return run_dir, load_config(saved)
 
 
-def _load_resume(cfg: TrainConfig) -> tuple[Path | None, dict[str, Any] | None]:
-    """The run folder and checkpoint to resume from; checks the config still matches."""
+def _load_resume(cfg: TrainConfig, world: World) -> tuple[Path | None, dict[str, Any] | None]:
+    """The run folder and checkpoint to resume from; checks the config still matches.
+
+    Rank 0 reads the checkpoint and hands it to the other ranks, which need not see the same
+    file system (nodes of a multi-node job).
+    """
+    loaded: tuple[Path | None, dict[str, Any] | None] | VisionOpsError = (None, None)
+    if world.is_main:
+        try:
+            loaded = _read_resume(cfg)
+        except VisionOpsError as error:
+            loaded = error  # raised on every rank, or the others would wait for rank 0
+    loaded = world.from_main(loaded)
+    if isinstance(loaded, VisionOpsError):
+        raise loaded
+    return loaded
+
+
+def _read_resume(cfg: TrainConfig) -> tuple[Path | None, dict[str, Any] | None]:
     if cfg.checkpoint.resume is None:
         return None, None
     path, state = ckpt.load_resume_state(cfg.checkpoint.resume, cfg.checkpoint.output_dir)

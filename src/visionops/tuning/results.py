@@ -1,4 +1,4 @@
-"""After a sweep: the trial table, the validation curves and the registered best model.
+"""After a sweep: the trial table, the sweep's figures and the registered best model.
 
 Everything here reads Tune's ``ResultGrid`` and writes to MLflow from the driver: the trial
 processes have ended by then.
@@ -7,6 +7,7 @@ processes have ended by then.
 from __future__ import annotations
 
 import csv
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +16,17 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from visionops.tracking import plots
-from visionops.tuning.trainable import METRIC, RUN_ID_KEY
+from visionops.tuning import analysis
+from visionops.tuning.trainable import METRIC, NODE_ID_KEY, RUN_ID_KEY
+
+logger = logging.getLogger(__name__)
 
 CANDIDATE_ALIAS = "candidate"
 TRIAL_TABLE = "trials.csv"
 CURVES_FIGURE = "validation_curves.png"
+IMPORTANCES = "param_importances.json"
+IMPORTANCE_FIGURE = "param_importances.png"
+PARALLEL_FIGURE = "parallel_coordinates.png"
 
 
 @dataclass
@@ -31,6 +38,7 @@ class TrialSummary:
     val_accuracy: float | None
     config: dict[str, Any]
     curve: list[tuple[int, float]] = field(default_factory=list)
+    node_id: str | None = None  # the Ray node of the trial's last report
 
 
 def summarize_trials(results: Any, max_epochs: int) -> list[TrialSummary]:
@@ -59,6 +67,7 @@ def summarize_trials(results: Any, max_epochs: int) -> list[TrialSummary]:
                 val_accuracy=float(metrics[METRIC]) if METRIC in metrics else None,
                 config=dict(result.config or {}),
                 curve=curve,
+                node_id=metrics.get(NODE_ID_KEY),
             )
         )
     return sorted(trials, key=lambda t: t.trial_id)
@@ -100,17 +109,43 @@ def register_candidate(client: MlflowClient, run_id: str, name: str) -> tuple[st
 def log_sweep_artifacts(
     client: MlflowClient, parent_run_id: str, trials: list[TrialSummary]
 ) -> None:
-    """The trial table (CSV, one row per trial) and the validation curves on the parent run."""
+    """The trial table (CSV, one row per trial), the validation curves and, when the trials
+    can be compared, the parameter importances and parallel coordinates on the parent run."""
     params = sorted({key for t in trials for key in t.config})
     with tempfile.TemporaryDirectory() as folder:
         table = Path(folder) / TRIAL_TABLE
         with table.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["trial_id", "run_id", "status", "epochs", METRIC, *params])
+            writer.writerow(["trial_id", "run_id", "node_id", "status", "epochs", METRIC, *params])
             for t in trials:
-                row = [t.trial_id, t.run_id, t.status, t.epochs, t.val_accuracy]
+                row = [t.trial_id, t.run_id, t.node_id, t.status, t.epochs, t.val_accuracy]
                 writer.writerow(row + [t.config.get(key) for key in params])
         client.log_artifact(parent_run_id, str(table))
     figure = plots.validation_curves({t.trial_id: t.curve for t in trials})
     client.log_figure(parent_run_id, figure, CURVES_FIGURE)
     plots.close(figure)
+    _log_search_analysis(client, parent_run_id, trials)
+
+
+def _log_search_analysis(
+    client: MlflowClient, parent_run_id: str, trials: list[TrialSummary]
+) -> None:
+    """Parallel coordinates, and parameter importances (JSON and figure) unless all trials
+    scored the same."""
+    try:
+        study = analysis.sweep_study(trials)
+        if study is None:
+            return
+        figure = analysis.parallel_coordinates_figure(study)
+        client.log_figure(parent_run_id, figure, PARALLEL_FIGURE)
+        plots.close(figure)
+        importances = analysis.param_importances(study)
+        if importances is None:
+            return
+        client.log_dict(parent_run_id, importances, IMPORTANCES)
+        figure = analysis.importance_figure(study)
+        client.log_figure(parent_run_id, figure, IMPORTANCE_FIGURE)
+        plots.close(figure)
+    except Exception:
+        # Diagnostics only: losing them must not cost the sweep its registered model.
+        logger.warning("could not log the sweep's parameter analysis", exc_info=True)

@@ -9,30 +9,40 @@ reopens that run).
     tune.with_parameters(run_trial, base_config=config_to_dict(cfg))  # see sweep.py
 
 The base config's ``output_dir`` is the sweep's ``trial-runs`` folder; each trial writes its
-visionops run under ``trial-runs/<trial id>/<run id>/``.
+visionops run under ``trial-runs/<trial id>/<run id>/``. The child run is tagged with the Ray
+node the trial ran on (``visionops.tune.node_id``, ``visionops.tune.node_ip``), which on a
+cluster says which machine to look at when a trial misbehaves.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
+import logging
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mlflow.entities import RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
 from visionops.config import CONFIG_FIELDS, TrainConfig, with_fields
 from visionops.errors import ConfigError
 from visionops.training import EpochEnd, train
 from visionops.training import checkpoint as ckpt
+from visionops.training.checkpoint_bundle import pack_checkpoint, unpack_checkpoint
 
-#: The metric schedulers and searchers optimise, and the key the child run id is reported as.
+logger = logging.getLogger(__name__)
+
+#: The metric schedulers and searchers optimise, and the keys the child run id and the trial's
+#: Ray node id are reported as.
 METRIC = "val_accuracy"
 RUN_ID_KEY = "mlflow_run_id"
+NODE_ID_KEY = "node_id"
+NODE_ID_TAG = "visionops.tune.node_id"
+NODE_IP_TAG = "visionops.tune.node_ip"
 
-_MANIFEST = "visionops-trial.json"  # in each Tune checkpoint: which run and file it holds
-_CONFIG_FILE = "config.yaml"
 _FINISHED = "trial-finished.json"  # the final report of a trial whose train() returned
 
 
@@ -76,8 +86,14 @@ def run_trial(config: dict[str, Any], base_config: dict[str, Any]) -> None:
         cfg = with_fields(cfg, resume="latest")
 
     last_epoch: list[EpochEnd] = []
+    tagged: set[str] = set()
 
     def on_epoch_end(end: EpochEnd) -> None:
+        if end.run_id is not None and end.run_id not in tagged:
+            # The run exists only once train() has started it; a trial restarted on another
+            # node tags its run again, so the tags name where it ran last.
+            tag_node(end.run_id, cfg.tracking.tracking_uri)
+            tagged.add(end.run_id)
         # Schedulers stop a trial at its last epoch's report (ASHA at max_t), which would end
         # it before train() logs the model: the last epoch is reported once train() returns.
         if end.epoch < cfg.epochs:
@@ -99,7 +115,30 @@ def run_trial(config: dict[str, Any], base_config: dict[str, Any]) -> None:
 
 
 def _metrics(end: EpochEnd) -> dict[str, Any]:
-    return {**end.metrics, "epoch": end.epoch, RUN_ID_KEY: end.run_id}
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    return {**end.metrics, "epoch": end.epoch, RUN_ID_KEY: end.run_id, NODE_ID_KEY: node_id}
+
+
+def tag_node(run_id: str, tracking_uri: str | None) -> None:
+    """Tag the trial's MLflow run with the id and IP address of the Ray node it runs on.
+
+    A tracking server that cannot take the tags costs them, not the trial: train() spools its
+    metrics through such an outage, and the tags only say where the trial ran.
+    """
+    import ray
+
+    tags = {
+        NODE_ID_TAG: ray.get_runtime_context().get_node_id(),
+        NODE_IP_TAG: ray.util.get_node_ip_address(),
+    }
+    try:
+        MlflowClient(tracking_uri).log_batch(
+            run_id, tags=[RunTag(key, value) for key, value in tags.items()]
+        )
+    except (MlflowException, OSError) as error:
+        logger.warning("could not tag run %s with its Ray node: %s", run_id, error)
 
 
 def report_epoch(end: EpochEnd) -> None:
@@ -112,37 +151,3 @@ def report_epoch(end: EpochEnd) -> None:
     with tempfile.TemporaryDirectory(prefix=".tune-report-", dir=end.run_dir) as folder:
         pack_checkpoint(end, Path(folder))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-
-
-def pack_checkpoint(end: EpochEnd, folder: Path) -> None:
-    """Lay out ``folder`` as a Tune checkpoint: the visionops checkpoint, config and run id."""
-    _link_or_copy(end.checkpoint, folder / end.checkpoint.name)
-    config = end.run_dir / _CONFIG_FILE
-    if config.is_file():
-        _link_or_copy(config, folder / _CONFIG_FILE)
-    manifest = {"run_id": end.run_id, "checkpoint": end.checkpoint.name, "epoch": end.epoch}
-    (folder / _MANIFEST).write_text(json.dumps(manifest))
-
-
-def unpack_checkpoint(folder: Path, output_dir: Path) -> Path:
-    """Put a restored Tune checkpoint back as ``output_dir/<run id>/checkpoints/<file>``.
-
-    Returns the checkpoint file. Resuming the run folder reopens the trial's MLflow run instead
-    of creating a duplicate; a newer checkpoint already there wins.
-    """
-    manifest = json.loads((folder / _MANIFEST).read_text())
-    run_dir = output_dir / (manifest["run_id"] or "run")
-    target = ckpt.checkpoint_path(run_dir, 0).with_name(manifest["checkpoint"])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        shutil.copy2(folder / manifest["checkpoint"], target)
-    if (folder / _CONFIG_FILE).is_file() and not (run_dir / _CONFIG_FILE).exists():
-        shutil.copy2(folder / _CONFIG_FILE, run_dir / _CONFIG_FILE)
-    return target
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:  # another file system
-        shutil.copy2(source, target)

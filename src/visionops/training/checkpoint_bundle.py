@@ -1,0 +1,63 @@
+"""A run's checkpoint as a self-contained folder: the checkpoint file, the run's config and id.
+
+Ray Tune trials and Ray Train jobs hand checkpoints to Ray, which copies them into its storage
+and hands the newest back to a restarted trial or worker group, possibly on another machine.
+The folder carries what that restart needs to continue the *same* run (and MLflow run):
+
+    pack_checkpoint(end, folder)                   # on_epoch_end: lay out the folder for Ray
+    unpack_checkpoint(folder, cfg.checkpoint.output_dir)  # after a restart: put it back
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from visionops.training import checkpoint as ckpt
+
+if TYPE_CHECKING:
+    from visionops.training.trainer import EpochEnd
+
+# The name predates Ray Train; kept so that the checkpoints of earlier sweeps still unpack.
+MANIFEST = "visionops-trial.json"  # which run, file and epoch the folder holds
+_CONFIG_FILE = "config.yaml"
+
+
+def pack_checkpoint(end: EpochEnd, folder: Path) -> None:
+    """Lay out ``folder`` with the epoch's checkpoint, the run's config and its run id.
+
+    Files are hard-linked where possible: Ray copies the folder before it is deleted.
+    """
+    _link_or_copy(end.checkpoint, folder / end.checkpoint.name)
+    config = end.run_dir / _CONFIG_FILE
+    if config.is_file():
+        _link_or_copy(config, folder / _CONFIG_FILE)
+    manifest = {"run_id": end.run_id, "checkpoint": end.checkpoint.name, "epoch": end.epoch}
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+
+
+def unpack_checkpoint(folder: Path, output_dir: Path) -> Path:
+    """Put a packed checkpoint back as ``output_dir/<run id>/checkpoints/<file>``.
+
+    Returns the checkpoint file. Resuming its run folder reopens the run's MLflow run instead
+    of creating a duplicate; a newer checkpoint already there wins.
+    """
+    manifest = json.loads((folder / MANIFEST).read_text())
+    run_dir = output_dir / (manifest["run_id"] or "run")
+    target = ckpt.checkpoint_path(run_dir, 0).with_name(manifest["checkpoint"])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        shutil.copy2(folder / manifest["checkpoint"], target)
+    if (folder / _CONFIG_FILE).is_file() and not (run_dir / _CONFIG_FILE).exists():
+        shutil.copy2(folder / _CONFIG_FILE, run_dir / _CONFIG_FILE)
+    return target
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system
+        shutil.copy2(source, target)
