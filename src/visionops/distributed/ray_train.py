@@ -32,14 +32,17 @@ from visionops.distributed.launch import DistributedJobFailed
 from visionops.distributed.ray_logging import SETUP_HOOK
 from visionops.errors import ConfigError, VisionOpsError
 from visionops.training import EpochEnd, TrainResult, train
-from visionops.training.checkpoint_bundle import pack_checkpoint, unpack_checkpoint
+from visionops.training.checkpoint_bundle import (
+    epoch_report,
+    pack_checkpoint,
+    unpack_checkpoint,
+)
 from visionops.training.job import check_batch_divides
 
 logger = logging.getLogger(__name__)
 
 #: Ray Train's copy of the run's checkpoints: ``<output_dir>/ray-train/<name>/`` by default.
 STORAGE_FOLDER = "ray-train"
-RUN_ID_KEY = "mlflow_run_id"  # reported next to the epoch's metrics
 
 
 @dataclass
@@ -148,7 +151,7 @@ def _train_worker(config: dict[str, Any]) -> TrainResult | None:
         logger.warning("Ray Train restarted the job from its checkpoint %s", checkpoint.name)
 
     def report(end: EpochEnd) -> None:
-        metrics = {**end.metrics, "epoch": end.epoch, RUN_ID_KEY: end.run_id}
+        metrics = epoch_report(end)
         if rank != 0:
             # Every worker must report as often as rank 0: report() is a barrier.
             ray.train.report(metrics)

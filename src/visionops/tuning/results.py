@@ -16,8 +16,9 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from visionops.tracking import plots
+from visionops.training.checkpoint_bundle import RUN_ID_KEY
 from visionops.tuning import analysis
-from visionops.tuning.trainable import METRIC, NODE_ID_KEY, RUN_ID_KEY
+from visionops.tuning.trainable import METRIC, NODE_ID_KEY
 
 logger = logging.getLogger(__name__)
 

@@ -31,14 +31,17 @@ from visionops.config import CONFIG_FIELDS, TrainConfig, with_fields
 from visionops.errors import ConfigError
 from visionops.training import EpochEnd, train
 from visionops.training import checkpoint as ckpt
-from visionops.training.checkpoint_bundle import pack_checkpoint, unpack_checkpoint
+from visionops.training.checkpoint_bundle import (
+    epoch_report,
+    pack_checkpoint,
+    unpack_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
-#: The metric schedulers and searchers optimise, and the keys the child run id and the trial's
-#: Ray node id are reported as.
+#: The metric schedulers and searchers optimise, and the key the trial's Ray node id is
+#: reported as (next to ``checkpoint_bundle.epoch_report``'s).
 METRIC = "val_accuracy"
-RUN_ID_KEY = "mlflow_run_id"
 NODE_ID_KEY = "node_id"
 NODE_ID_TAG = "visionops.tune.node_id"
 NODE_IP_TAG = "visionops.tune.node_ip"
@@ -118,7 +121,7 @@ def _metrics(end: EpochEnd) -> dict[str, Any]:
     import ray
 
     node_id = ray.get_runtime_context().get_node_id()
-    return {**end.metrics, "epoch": end.epoch, RUN_ID_KEY: end.run_id, NODE_ID_KEY: node_id}
+    return {**epoch_report(end), NODE_ID_KEY: node_id}
 
 
 def tag_node(run_id: str, tracking_uri: str | None) -> None:
