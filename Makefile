@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The quickstart logs to a local SQLite store unless MLFLOW_TRACKING_URI says otherwise.
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
-.PHONY: install quickstart test lint format bench-overhead bench-data bench-tta bench-tune \
+.PHONY: install quickstart test test-fast lint format bench-overhead bench-data bench-tta bench-tune \
 	bench-ddp clean server tune tune-quick tune-extensive
 
 $(STAMP): pyproject.toml constraints.txt
@@ -21,7 +21,7 @@ quickstart: $(STAMP)
 	$(BIN)/visionops train --recipe quickstart
 	$(BIN)/visionops evaluate --model-uri models:/vision-classifier/latest
 
-# Hyperparameter sweeps on Ray Tune (README, "Hyperparameter search"); TUNE_FLAGS adds flags,
+# Hyperparameter sweeps on Ray Tune (docs/tuning.md); TUNE_FLAGS adds flags,
 # e.g. make tune TUNE_FLAGS="--address head:6379 --gpus-per-trial 0.5".
 tune: $(STAMP)
 	$(BIN)/visionops tune --preset default $(TUNE_FLAGS)
@@ -32,8 +32,13 @@ tune-quick: $(STAMP)
 tune-extensive: $(STAMP)
 	$(BIN)/visionops tune --preset extensive $(TUNE_FLAGS)
 
+# The whole suite (what CI runs): servers, multi-process jobs and training runs included.
 test: $(STAMP)
 	$(BIN)/pytest
+
+# The unit tests only, for the edit-test loop: no server, no second process, no long training.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not integration and not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -47,7 +52,7 @@ format: $(STAMP)
 bench-overhead: $(STAMP)
 	$(BIN)/python benchmarks/train_overhead.py
 
-# CIFAR-10 as a class-per-folder tree (see README, "CIFAR-10 recipes").
+# CIFAR-10 as a class-per-folder tree (docs/training.md, "CIFAR-10 recipes").
 CIFAR10_DIR ?= data/cifar10-jpeg
 
 bench-data: $(STAMP)
@@ -60,16 +65,16 @@ bench-tta: $(STAMP)
 bench-tune: $(STAMP)
 	$(BIN)/python benchmarks/tune_efficiency.py
 
-# DDP throughput on 1, 2, 4 ... processes (README, "Distributed training").
+# DDP throughput on 1, 2, 4 ... processes (docs/distributed.md).
 bench-ddp: $(STAMP)
 	scripts/benchmark_ddp.sh
 
 # The team tracking server in the foreground (settings: VISIONOPS_* variables or .env; the
-# admin password is required). See README, "Team server".
+# admin password is required). See docs/team-server.md.
 server: $(STAMP)
 	$(BIN)/visionops server start
 
-# Operations on the team server (README, "Operations"): thin wrappers of scripts/ops and
+# Operations on the team server (docs/team-server.md): thin wrappers of scripts/ops and
 # scripts/setup. make backup [OUTPUT=dir]; make restore BACKUP=dir [YES=1]; make server-logs
 # [FOLLOW=1]. Settings as for `make server`.
 .PHONY: backup restore server-logs setup-check setup-verify

@@ -37,6 +37,8 @@ from typing import Any
 
 import torch
 
+from visionops import names
+
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import describe_machine
 
@@ -176,8 +178,8 @@ def steady_throughput(root: Path, run_id: str) -> float:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    first_epoch_end = client.get_metric_history(run_id, "epoch/epoch_time_sec")[0].timestamp
-    points = client.get_metric_history(run_id, "train/images_per_sec")
+    first_epoch_end = client.get_metric_history(run_id, names.EPOCH_SECONDS)[0].timestamp
+    points = client.get_metric_history(run_id, names.IMAGES_PER_SEC)
     after = [p.value for p in points if p.timestamp > first_epoch_end] or [p.value for p in points]
     return round(statistics.median(after), 1)
 

@@ -24,8 +24,10 @@ from pathlib import Path
 from _machine import describe_machine
 from mlflow.tracking import MlflowClient
 
+from visionops import names
 from visionops.config import overrides_from_mapping, resolve_config
 from visionops.data.cache import decoded_source
+from visionops.data.datasets import DATASETS
 from visionops.recipes import get_recipe
 from visionops.training import train
 
@@ -52,14 +54,15 @@ def main() -> None:
         **({"epochs": args.epochs} if args.epochs else {}),
     }
     cfg = resolve_config(get_recipe(args.recipe), overrides_from_mapping(values, "benchmark"))
-    cache = decoded_source(cfg.data).info if cfg.data.dataset != "synthetic" else None
+    cacheable = DATASETS.get(cfg.data.dataset).cacheable
+    cache = decoded_source(cfg.data).info if cacheable else None
 
     start = time.time()
     result = train(cfg)
     total = time.time() - start
 
     history = MlflowClient(cfg.tracking.tracking_uri).get_metric_history(
-        result.run_id, "epoch/val_accuracy"
+        result.run_id, names.VAL_ACCURACY
     )
     epochs = [
         {
@@ -71,7 +74,7 @@ def main() -> None:
     ]
     reached = {}
     for target in (float(t) for t in args.targets.split(",")):
-        first = next((e for e in epochs if e["val_accuracy"] >= target), None)
+        first = next((e for e in epochs if e[names.VAL_ACCURACY] >= target), None)
         reached[f"{target:.2f}"] = (
             {"epochs": first["epoch"], "seconds": first["elapsed_s"]} if first else None
         )
@@ -90,7 +93,7 @@ def main() -> None:
                 if cache
                 else None,
                 "reached": reached,
-                "final_val_accuracy": result.metrics.get("val_accuracy"),
+                "final_val_accuracy": result.metrics.get(names.VAL_ACCURACY),
                 "total_seconds": round(total, 1),
                 "epochs": epochs,
                 "run_id": result.run_id,

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader
 
+from visionops import names
 from visionops.config import TrainConfig
 from visionops.data import build_data, create_eval_loader
 from visionops.data.sampling import AugmentedDataset
@@ -111,7 +112,7 @@ def visionops_run(cfg: TrainConfig) -> tuple[float, list[float]]:
     elapsed = last_checkpoint.stat().st_mtime - run.info.start_time / 1000
     steps = ckpt.load_checkpoint(last_checkpoint)["progress"]["step"]
     # With log_every_n_steps=1 each point covers exactly one step.
-    step_rates = [m.value for m in client.get_metric_history(result.run_id, "train/images_per_sec")]
+    step_rates = [m.value for m in client.get_metric_history(result.run_id, names.IMAGES_PER_SEC)]
     return steps * cfg.data.batch_size / elapsed, step_rates
 
 

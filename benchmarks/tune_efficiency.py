@@ -14,7 +14,7 @@ Per sweep:
 - ``wall_sec``: the ``run_sweep`` call, end to end;
 - ``best_val_accuracy``: the sweep's result, the best trial that ran the full budget (the one it
   registers); ``best_val_accuracy_any`` also counts the last report of trials stopped early;
-- ``train_sec``: the sum over trials of their MLflow ``epoch/epoch_time_sec`` points, i.e. the
+- ``train_sec``: the sum over trials of their MLflow ``train/epoch_seconds`` points, i.e. the
   time ``train`` spent in its epoch loop (training steps and the validation pass of each epoch);
 - ``overhead_per_trial_sec`` = (``wall_sec`` - ``train_sec``) / trials. Trials run one at a
   time (``--cpus-per-trial`` defaults to every core), so nothing is counted twice. The overhead
@@ -49,6 +49,7 @@ from typing import Any
 from _machine import describe_machine
 from mlflow.tracking import MlflowClient
 
+from visionops import names
 from visionops.config import TrainConfig, with_fields
 from visionops.recipes import get_recipe
 from visionops.tuning.space import create_search_space
@@ -89,7 +90,7 @@ def summarize(result: SweepResult, wall: float, client: MlflowClient) -> dict[st
         point.value
         for trial in trials
         if trial.run_id
-        for point in client.get_metric_history(trial.run_id, "epoch/epoch_time_sec")
+        for point in client.get_metric_history(trial.run_id, names.EPOCH_SECONDS)
     )
     trial_sec = sum(_tune_seconds(folder) for folder in result.sweep_dir.iterdir())
     reached = [t.val_accuracy for t in trials if t.val_accuracy is not None]

@@ -23,10 +23,9 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.json_schema import JsonDict
 
 from visionops.errors import ConfigError
-
-DatasetName = Literal["cifar10", "imagefolder", "synthetic"]
 
 
 class _Section(BaseModel):
@@ -35,16 +34,28 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def RunOption(default: Any, description: str, **constraints: Any) -> Any:
+    """A field that says how this invocation runs, not what the run computes (where it writes,
+    how often it logs, which workers load the data): ``--resume`` may change it, and every other
+    field must match the saved configuration. Declared here, next to the field, so a new field
+    is either one or the other and no list of exceptions has to be kept by hand."""
+    extra: JsonDict = {RUN_OPTION: True}
+    return Field(default, description=description, json_schema_extra=extra, **constraints)
+
+
+RUN_OPTION = "run_option"  # the json_schema_extra key that marks a run option
+
+
 class DataConfig(_Section):
     """Which images to train on and how they are batched and augmented."""
 
-    dataset: DatasetName = Field(
-        "cifar10", description="Dataset: cifar10, imagefolder or synthetic."
-    )
-    data_dir: Path = Field(
+    dataset: str = Field("cifar10", description="Dataset (see `visionops datasets`).")
+    data_dir: Path = RunOption(
         Path("./data"), description="Folder holding the dataset (cifar10, imagefolder)."
     )
-    download: bool = Field(True, description="Download CIFAR-10 into data_dir when it is missing.")
+    download: bool = RunOption(
+        True, description="Download CIFAR-10 into data_dir when it is missing."
+    )
     val_fraction: float = Field(
         0.1, gt=0, lt=1, description="Fraction of the training images held out for validation."
     )
@@ -57,7 +68,7 @@ class DataConfig(_Section):
         description="Decoded-image cache: disk (memory-mapped, reused across runs), memory, "
         "off (decode every sample each epoch), auto (disk for files, memory for synthetic).",
     )
-    cache_dir: Path = Field(
+    cache_dir: Path = RunOption(
         Path("~/.cache/visionops"), description="Folder of the disk cache of decoded datasets."
     )
     loader: Literal["auto", "device", "classic"] = Field(
@@ -89,14 +100,16 @@ class DataConfig(_Section):
         "(each of N takes batch_size / N).",
     )
     eval_batch_size: int = Field(512, gt=0, description="Images per evaluation batch.")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: in-process).")
-    pin_memory: Literal["auto", "on", "off"] = Field(
+    num_workers: int = RunOption(
+        0, ge=0, description="DataLoader worker processes (0: in-process)."
+    )
+    pin_memory: Literal["auto", "on", "off"] = RunOption(
         "auto", description="Classic loader: page-locked batches (auto: on for CUDA)."
     )
-    persistent_workers: bool = Field(
+    persistent_workers: bool = RunOption(
         True, description="Classic loader: keep worker processes alive between epochs."
     )
-    prefetch_factor: int = Field(
+    prefetch_factor: int = RunOption(
         2, ge=1, description="Classic loader: batches each worker prepares ahead."
     )
 
@@ -106,42 +119,6 @@ class DataConfig(_Section):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
-
-    @field_validator("augmentations")
-    @classmethod
-    def _known_augmentations(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from visionops.data.transforms import list_augmentations
-
-        unknown = [name for name in value if name not in list_augmentations()]
-        if unknown:
-            raise ValueError(
-                f"unknown augmentation {', '.join(map(repr, unknown))}; "
-                f"available: {', '.join(list_augmentations())}"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _loader_supports_augmentations(self) -> DataConfig:
-        from visionops.data.transforms import image_augmentations
-
-        stages = image_augmentations(self.augmentations)
-        per_image_only = [a.name for a in stages if a.batched is None]
-        device_only = [a.name for a in stages if a.per_image is None]
-        if per_image_only and (device_only or self.loader == "device"):
-            raise ValueError(
-                f"{', '.join(per_image_only)} run per image on the classic loader only, so "
-                f"they cannot be combined with "
-                f"{', '.join(device_only) if device_only else 'loader=device'}"
-            )
-        if device_only and self.loader == "classic":
-            raise ValueError(f"{', '.join(device_only)} need loader=device (or auto)")
-        needs_decoded = device_only or self.loader == "device"
-        if needs_decoded and self.cache == "off" and self.dataset != "synthetic":
-            raise ValueError(
-                f"{', '.join(device_only) or 'loader=device'} need the decoded dataset, "
-                "but cache=off"
-            )
-        return self
 
 
 class ModelConfig(_Section):
@@ -159,17 +136,6 @@ class ModelConfig(_Section):
     width_multiplier: float = Field(
         1.0, gt=0, le=4, description="Channel width multiplier (models that support it)."
     )
-
-    @field_validator("name")
-    @classmethod
-    def _registered(cls, value: str) -> str:
-        from visionops.models import list_models
-
-        if value not in list_models():
-            raise ValueError(
-                f"unknown model {value!r}; registered models: {', '.join(list_models())}"
-            )
-        return value
 
 
 class OptimConfig(_Section):
@@ -193,8 +159,11 @@ class OptimConfig(_Section):
     schedule: Literal["onecycle", "cosine", "constant"] = Field(
         "onecycle", description="Learning-rate schedule: onecycle, cosine or constant."
     )
-    warmup_epochs: float = Field(
-        1.0, ge=0, description="Linear warm-up length in epochs (cosine; onecycle's rise)."
+    warmup_epochs: float | None = Field(
+        None,
+        ge=0,
+        description="Linear warm-up length in epochs (cosine; onecycle's rise); "
+        "default: 0.3 x epochs, at most 1.",
     )
     lr_start_fraction: float = Field(
         0.04, gt=0, le=1, description="onecycle: starting rate as a fraction of lr."
@@ -219,41 +188,58 @@ class OptimConfig(_Section):
 class TrackingConfig(_Section):
     """Where and how the run is recorded in MLflow."""
 
-    tracking_uri: str | None = Field(
+    tracking_uri: str | None = RunOption(
         None,
         description="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).",
     )
-    experiment: str | None = Field(
+    experiment: str | None = RunOption(
         None, description="MLflow experiment (default: MLFLOW_EXPERIMENT_NAME, else 'visionops')."
     )
-    run_name: str | None = Field(None, description="MLflow run name (default: generated).")
-    parent_run_id: str | None = Field(
+    run_name: str | None = RunOption(None, description="MLflow run name (default: generated).")
+    parent_run_id: str | None = RunOption(
         None, description="Nest the run under this MLflow run (a sweep's trials under the sweep)."
     )
-    register_as: str | None = Field(
+    register_as: str | None = RunOption(
         None, description="Register the final model under this name in the MLflow registry."
     )
-    log_every_n_steps: int = Field(
+    log_every_n_steps: int = RunOption(
         10, ge=1, description="Per-batch metrics every N optimizer steps."
     )
-    system_metrics: bool = Field(True, description="Log MLflow system metrics (CPU, memory, GPU).")
-    log_model: bool = Field(True, description="Log the final model to MLflow.")
+    system_metrics: bool = RunOption(
+        True, description="Log MLflow system metrics (CPU, memory, GPU)."
+    )
+    log_model: bool = RunOption(True, description="Log the final model to MLflow.")
 
 
 class CheckpointConfig(_Section):
     """Where checkpoints go and how a run resumes."""
 
-    output_dir: Path = Field(
+    output_dir: Path = RunOption(
         Path("outputs"),
         description="Runs write to OUTPUT_DIR/<run id>/ (config.yaml, checkpoints).",
     )
-    checkpoint_every_n_steps: int = Field(
+    checkpoint_every_n_steps: int = RunOption(
         0, ge=0, description="Also checkpoint every N optimizer steps (0: only at epoch ends)."
     )
-    keep_checkpoints: int = Field(3, ge=1, description="Checkpoints kept per run (newest first).")
-    resume: str | None = Field(
+    keep_checkpoints: int = RunOption(
+        3, ge=1, description="Checkpoints kept per run (newest first)."
+    )
+    resume: str | None = RunOption(
         None, description="Resume from 'latest', a run id, a run folder or a checkpoint file."
     )
+
+
+#: Without an explicit warmup_epochs the warm-up is this share of the run, at most 1 epoch.
+DEFAULT_WARMUP_FRACTION = 0.3
+MAX_DEFAULT_WARMUP_EPOCHS = 1.0
+
+
+def warmup_epochs_for(optim: OptimConfig, epochs: int) -> float:
+    """``optim.warmup_epochs``, or the default for a run of ``epochs``: a default must not turn
+    a short run into an error, so it scales with the run (30%, as OneCycleLR's default)."""
+    if optim.warmup_epochs is not None:
+        return optim.warmup_epochs
+    return min(DEFAULT_WARMUP_FRACTION * epochs, MAX_DEFAULT_WARMUP_EPOCHS)
 
 
 class TrainConfig(_Section):
@@ -264,7 +250,9 @@ class TrainConfig(_Section):
     deterministic: bool = Field(
         False, description="Deterministic algorithms (bit-exact reruns and resumes on CPU)."
     )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device: auto, cpu or cuda.")
+    device: Literal["auto", "cpu", "cuda"] = RunOption(
+        "auto", description="Device: auto, cpu or cuda."
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Autocast precision (auto: bf16 on CUDA, fp32 on CPU)."
     )
@@ -279,10 +267,14 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
-        if self.optim.schedule != "constant" and self.optim.warmup_epochs >= self.epochs:
+        explicit_warmup = self.optim.warmup_epochs
+        if (
+            self.optim.schedule != "constant"
+            and explicit_warmup is not None
+            and explicit_warmup >= self.epochs
+        ):
             raise ValueError(
-                f"warmup_epochs ({self.optim.warmup_epochs}) must be smaller than epochs "
-                f"({self.epochs})"
+                f"warmup_epochs ({explicit_warmup}) must be smaller than epochs ({self.epochs})"
             )
         if self.tracking.register_as and not self.tracking.log_model:
             raise ValueError(
@@ -304,6 +296,7 @@ class FieldSpec:
     annotation: Any
     description: str
     default: Any
+    run_option: bool  # see RunOption: --resume may change it
 
     @property
     def flag(self) -> str:
@@ -332,7 +325,14 @@ def _collect_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> lis
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         flat = str(extra.get("flat", name))
         specs.append(
-            FieldSpec(flat, (*prefix, name), annotation, info.description or "", info.default)
+            FieldSpec(
+                flat,
+                (*prefix, name),
+                annotation,
+                info.description or "",
+                info.default,
+                run_option=bool(extra.get(RUN_OPTION)),
+            )
         )
     return specs
 
@@ -341,6 +341,9 @@ CONFIG_FIELDS: dict[str, FieldSpec] = {spec.flat: spec for spec in _collect_fiel
 _BY_PATH = {spec.path: spec for spec in CONFIG_FIELDS.values()}
 if len(CONFIG_FIELDS) != len(_BY_PATH):  # a developer error: two leaves share a flat name
     raise RuntimeError("config leaf names must be unique across sections")
+
+#: The fields a resumed run may change (see ``RunOption``); all others must match.
+RUN_OPTIONS = tuple(flat for flat, spec in CONFIG_FIELDS.items() if spec.run_option)
 
 _NONE_STRINGS = {"", "none", "null"}
 
@@ -456,9 +459,22 @@ def get_field(cfg: TrainConfig, flat: str) -> Any:
     return node
 
 
-def with_fields(cfg: TrainConfig, **values: Any) -> TrainConfig:
-    """A validated copy of ``cfg`` with the given flat fields replaced."""
-    return resolve_config(cfg, overrides_from_mapping(values, "code"))
+def with_fields(cfg: TrainConfig, source: str = "code", **values: Any) -> TrainConfig:
+    """A validated copy of ``cfg`` with the given flat fields replaced (``source`` names where
+    the values come from in errors)."""
+    return resolve_config(cfg, overrides_from_mapping(values, source))
+
+
+def with_run_options(cfg: TrainConfig, **values: Any) -> TrainConfig:
+    """``cfg`` with run options replaced (where to write, which run to resume or nest under).
+
+    The launchers, tuners and restarts that set them cannot change what the run computes:
+    a field that is not a run option is refused.
+    """
+    computed = [flat for flat in values if flat in CONFIG_FIELDS and flat not in RUN_OPTIONS]
+    if computed:
+        raise ValueError(f"{', '.join(computed)} change what a run computes: not run options")
+    return with_fields(cfg, **values)
 
 
 # ---------------------------------------------------------------------------------------------

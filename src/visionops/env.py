@@ -1,32 +1,133 @@
-"""Every environment variable visionops reads, declared once.
+"""Every environment variable visionops reads or sets, declared once, typed and documented.
+
+Call sites ask a declaration (``env.RANK.get()``), never ``os.environ`` by name, so a variable's
+type, default and meaning live here alone::
+
+    >>> from visionops import env
+    >>> env.RANK.get({"RANK": "3"}), env.RANK.get({})
+    (3, 0)
 
 Config fields are overridable as ``VISIONOPS_<FIELD>`` (``VISIONOPS_EPOCHS=10``,
-``VISIONOPS_BATCH_SIZE=256``); precedence is CLI flag > environment > recipe > defaults.
-
-MLflow's own variables are left to MLflow, which reads them as it documents:
-``MLFLOW_TRACKING_URI`` (default ``sqlite:///mlflow.db``), ``MLFLOW_EXPERIMENT_NAME`` /
-``MLFLOW_EXPERIMENT_ID``, ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``.
+``VISIONOPS_BATCH_SIZE=256``); precedence is CLI flag > environment > overrides file > recipe
+> defaults. The team server's settings are ``VISIONOPS_SERVER_*`` / ``VISIONOPS_ADMIN_*``
+(``visionops.server.settings``). MLflow reads its own variables itself; the ones visionops reads
+too are declared here under MLflow's names.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class EnvVar(Generic[T]):
+    """One environment variable: its name, how its text is parsed, and its default."""
+
+    name: str
+    parse: Callable[[str], T]
+    default: T
+    description: str
+    secret: bool = False  # never logged, forwarded to workers, or put on a command line
+
+    def get(self, environ: Mapping[str, str] | None = None) -> T:
+        """The parsed value, or the default when the variable is unset or empty."""
+        text = environ_or_process(environ).get(self.name, "")
+        return self.parse(text) if text else self.default
+
+    def is_set(self, environ: Mapping[str, str] | None = None) -> bool:
+        return bool(environ_or_process(environ).get(self.name))
+
+    def set_default(self, value: str) -> None:
+        """Set the variable for this process and its children unless the user set it."""
+        os.environ.setdefault(self.name, value)
+
+
+def environ_or_process(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    """``environ``, or this process's environment when None (tests pass their own)."""
+    return os.environ if environ is None else environ
+
+
+def _text(value: str) -> str | None:
+    return value
+
+
+# --- visionops -------------------------------------------------------------------------------
 CONFIG_ENV_PREFIX = "VISIONOPS_"
 
-#: Set to ``plain`` or ``rich`` to force a progress style (default: rich on a TTY, else plain).
-PROGRESS_STYLE = "VISIONOPS_PROGRESS"
+PROGRESS = EnvVar(
+    "VISIONOPS_PROGRESS",
+    _text,
+    None,
+    "Progress display: rich, plain or off (default: rich on a terminal, else plain).",
+)
+NEW_USER_PASSWORD = EnvVar(
+    "VISIONOPS_NEW_USER_PASSWORD",
+    _text,
+    None,
+    "`visionops admin create-user`: the new user's password (else a prompt).",
+    secret=True,
+)
 
-#: A process's rank in a distributed job, set by torchrun and Ray Train; only rank 0 tracks.
-RANK = "RANK"
-#: The number of processes of a distributed job (torchrun).
-WORLD_SIZE = "WORLD_SIZE"
-#: A process's rank among those of its machine (torchrun): the GPU it uses.
-LOCAL_RANK = "LOCAL_RANK"
-#: torchrun's job id and restart count: a restarted job resumes the run it started.
-ELASTIC_RUN_ID = "TORCHELASTIC_RUN_ID"
-ELASTIC_RESTART_COUNT = "TORCHELASTIC_RESTART_COUNT"
+# --- distributed jobs (set by torchrun and Ray Train) ----------------------------------------
+RANK = EnvVar("RANK", int, 0, "A process's rank in a distributed job; only rank 0 tracks.")
+WORLD_SIZE = EnvVar("WORLD_SIZE", int, 1, "The number of processes of a distributed job.")
+LOCAL_RANK = EnvVar("LOCAL_RANK", int, 0, "A process's rank on its machine: the GPU it uses.")
+ELASTIC_RUN_ID = EnvVar(
+    "TORCHELASTIC_RUN_ID", _text, None, "torchrun's job id: a restarted job resumes its run."
+)
+ELASTIC_RESTART_COUNT = EnvVar(
+    "TORCHELASTIC_RESTART_COUNT", int, 0, "How often torchrun has restarted the job's workers."
+)
+#: visionops sets it to 1 for its torchrun launches: torch 2.14 hands restarted workers a
+#: stale rendezvous store otherwise (pytorch#135712).
+SHARE_RDZV_STORE_OFF = EnvVar(
+    "TORCH_DISABLE_SHARE_RDZV_TCP_STORE",
+    _text,
+    None,
+    "Set to 1: each rendezvous round gets a fresh TCP store.",
+)
+#: cuBLAS needs a fixed workspace for deterministic results on CUDA (deterministic=true).
+CUBLAS_WORKSPACE_CONFIG = EnvVar(
+    "CUBLAS_WORKSPACE_CONFIG", _text, None, "cuBLAS workspace, ':4096:8' for determinism."
+)
+
+# --- MLflow's variables that visionops reads too ---------------------------------------------
+MLFLOW_TRACKING_URI = EnvVar(
+    "MLFLOW_TRACKING_URI", _text, None, "Tracking server or store (default sqlite:///mlflow.db)."
+)
+MLFLOW_TRACKING_USERNAME = EnvVar(
+    "MLFLOW_TRACKING_USERNAME", _text, None, "The account on the tracking server."
+)
+MLFLOW_TRACKING_PASSWORD = EnvVar(
+    "MLFLOW_TRACKING_PASSWORD", _text, None, "Its password.", secret=True
+)
+MLFLOW_EXPERIMENT_NAME = EnvVar(
+    "MLFLOW_EXPERIMENT_NAME", _text, None, "Experiment of new runs (after --experiment)."
+)
+MLFLOW_EXPERIMENT_ID = EnvVar(
+    "MLFLOW_EXPERIMENT_ID", _text, None, "Experiment of new runs, by id (after the name)."
+)
+
+# --- the team server's (visionops.server.settings reads the VISIONOPS_SERVER_* fields) --------
+ADMIN_PASSWORD_FILE = EnvVar(
+    "VISIONOPS_ADMIN_PASSWORD_FILE", _text, None, "A file holding the admin password."
+)
+MLFLOW_S3_ENDPOINT_URL = EnvVar(
+    "MLFLOW_S3_ENDPOINT_URL", _text, None, "An S3 API other than AWS's (MinIO, a local S3)."
+)
+AWS_DEFAULT_REGION = EnvVar("AWS_DEFAULT_REGION", _text, None, "The S3 bucket's AWS region.")
+MLFLOW_FLASK_SERVER_SECRET_KEY = EnvVar(
+    "MLFLOW_FLASK_SERVER_SECRET_KEY",
+    _text,
+    None,
+    "The auth app's Flask secret key (default: one kept in the server's state folder).",
+    secret=True,
+)
 
 #: Experiment used when neither the config nor MLflow's variables name one.
 DEFAULT_EXPERIMENT = "visionops"
@@ -41,11 +142,5 @@ def config_overrides_from_env(
     fields: list[str], environ: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """The config fields set through ``VISIONOPS_<FIELD>`` variables, as raw strings."""
-    environ = os.environ if environ is None else environ
+    environ = environ_or_process(environ)
     return {f: environ[config_env_var(f)] for f in fields if config_env_var(f) in environ}
-
-
-def mlflow_experiment_from_env(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether MLflow's own variables choose the experiment."""
-    environ = os.environ if environ is None else environ
-    return bool(environ.get("MLFLOW_EXPERIMENT_NAME") or environ.get("MLFLOW_EXPERIMENT_ID"))

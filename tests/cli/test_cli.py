@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from visionops import names
 from visionops.cli import main
 
 
@@ -34,6 +35,19 @@ def test_models_lists_the_registry_as_json() -> None:
     assert "resnet18" in done.stdout.splitlines()[3]
 
 
+def test_datasets_are_listed_with_whether_they_can_be_cached() -> None:
+    done = _visionops("datasets", "--json")
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(done.stdout.splitlines()[-1])["datasets"]
+    assert [d["name"] for d in listed] == ["cifar10", "imagefolder", "synthetic"]
+    assert {d["name"]: d["cacheable"] for d in listed} == {
+        "cifar10": True,
+        "imagefolder": True,
+        "synthetic": False,
+    }
+    assert all(d["description"] for d in listed)
+
+
 def test_recipes_and_augmentations_are_listed() -> None:
     recipes = json.loads(_visionops("recipes", "--json").stdout.splitlines()[-1])["recipes"]
     assert {"default", "quickstart", "debug", "cifar10-fast"} <= {r["name"] for r in recipes}
@@ -53,8 +67,13 @@ def test_recipes_and_augmentations_are_listed() -> None:
         (
             ["--model", "vgg"],
             {},
-            "registered models: airbench, mobilenet_v3_large, mobilenet_v3_small, resnet18, "
-            "resnet9",
+            "model='vgg': unknown model 'vgg'; known: airbench, mobilenet_v3_large, "
+            "mobilenet_v3_small, resnet18, resnet9",
+        ),
+        (
+            ["--dataset", "mnist"],
+            {},
+            "dataset='mnist': unknown dataset 'mnist'; known: cifar10, imagefolder, synthetic",
         ),
         ([], {"VISIONOPS_LR": "-1"}, "lr=-1 (from VISIONOPS_LR)"),
         (
@@ -99,8 +118,8 @@ def test_a_user_error_exits_2_without_a_traceback(tmp_path: Path) -> None:
     done = _visionops("train", "--model", "vgg", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "error: invalid configuration: model=vgg (from --model): unknown model 'vgg'; "
-        "registered models: airbench, mobilenet_v3_large, mobilenet_v3_small, resnet18, resnet9"
+        "error: invalid configuration: model='vgg': unknown model 'vgg'; "
+        "known: airbench, mobilenet_v3_large, mobilenet_v3_small, resnet18, resnet9"
     ]
 
 
@@ -131,11 +150,11 @@ def test_train_then_evaluate_as_json(tmp_path: Path) -> None:
     assert evaluated.returncode == 0, evaluated.stderr
     report = json.loads(evaluated.stdout.splitlines()[-1])
     # Same model, same validation split as the training run: the same accuracy.
-    assert report["metrics"]["accuracy"] == pytest.approx(result["metrics"]["val_accuracy"])
+    assert report["metrics"]["accuracy"] == pytest.approx(result["metrics"][names.VAL_ACCURACY])
     assert report["num_images"] == 40 and len(report["confusion_matrix"]) == 10
     assert report["source_run_id"] == result["run_id"]
     eval_run = client.get_run(report["run_id"])
-    assert eval_run.data.metrics["val/accuracy"] == pytest.approx(report["metrics"]["accuracy"])
+    assert eval_run.data.metrics[names.VAL_ACCURACY] == pytest.approx(report["metrics"]["accuracy"])
     assert eval_run.data.tags["visionops.evaluated_model_uri"] == "models:/cli-model/1"
     artifacts = {a.path for a in client.list_artifacts(report["run_id"])}
     assert "val_confusion_matrix.png" in artifacts

@@ -21,7 +21,7 @@ from visionops.config import DataConfig
 from visionops.data import build_data
 from visionops.data.cache import CACHE_FORMAT, CacheInfo, cache_entries, decoded_source
 from visionops.data.transforms import build_transform
-from visionops.errors import DataError
+from visionops.errors import ConfigError, DataError
 
 CLASSES = ("cat", "dog", "emu")
 SIZE = 8  # the smallest image_size DataConfig accepts
@@ -380,7 +380,7 @@ def test_memory_cache_writes_nothing_and_matches_the_disk_cache(
 
 def test_synthetic_is_not_decoded(tmp_path: Path, cache_dir: Path) -> None:
     cfg = DataConfig(dataset="synthetic", cache="disk", cache_dir=cache_dir, image_size=SIZE)
-    with pytest.raises(ValueError, match="generated"):
+    with pytest.raises(ConfigError, match="'synthetic' is generated in memory"):
         decoded_source(cfg)
     # image_size=16: the synthetic generator needs at least 12 pixels for its glyphs.
     data = build_data(cfg.model_copy(update={"synthetic_size": 20, "image_size": 16}), seed=0)
@@ -388,7 +388,38 @@ def test_synthetic_is_not_decoded(tmp_path: Path, cache_dir: Path) -> None:
     assert not cache_dir.exists()
 
 
+def test_cli_refuses_to_cache_a_generated_dataset(
+    cache_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["data", "cache", "--dataset", "synthetic", "--cache-dir", str(cache_dir)]
+    assert main(argv) == 2
+    assert "nothing to cache; datasets read from files: cifar10, imagefolder" in (
+        capsys.readouterr().err
+    )
+    assert not cache_dir.exists()
+
+
 # --------------------------------------------------------------------------- test split
+
+
+def test_a_test_folder_alone_is_cached_and_evaluated(tmp_path: Path, cache_dir: Path) -> None:
+    data_dir = tmp_path / "data"
+    write_tree(data_dir / "test", per_class=2, seed=500)
+    decoded = decoded_source(image_cfg(data_dir, cache_dir))
+    assert decoded.info.num_images == {"test": 6}
+    folder = Path(decoded.info.location)
+    assert json.loads((folder / "meta.json").read_text())["splits"] == {"test": 6}
+
+    data = build_data(image_cfg(data_dir, cache_dir), seed=0, need_train=False)
+    assert data.cache is not None and data.cache.reused is True
+    assert data.split_names == ["test"]
+    tensors = data.tensors("test")
+    assert tensors is not None
+    test_images, test_labels = tree_tensors(per_class=2, seed=500)
+    assert torch.equal(tensors[0], test_images)
+    assert tensors[1].tolist() == test_labels.tolist()
+    with pytest.raises(DataError, match="only a test split and no training images"):
+        build_data(image_cfg(data_dir, cache_dir), seed=0)
 
 
 def test_a_test_folder_is_cached_as_the_test_split(tmp_path: Path, cache_dir: Path) -> None:

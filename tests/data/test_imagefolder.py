@@ -145,3 +145,37 @@ def test_a_folder_without_class_folders_is_a_data_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="not a class-per-folder image tree"):
         load_imagefolder(tmp_path / "empty")
+
+
+def test_a_test_folder_alone_is_a_test_split_without_training_images(tmp_path: Path) -> None:
+    write_tree(tmp_path / "test", per_class=2, seed=500)
+    train, test, classes = load_imagefolder(tmp_path)
+    assert train is None
+    assert test is not None and len(test) == 6
+    assert classes == CLASSES
+
+    cfg = DataConfig(dataset="imagefolder", data_dir=tmp_path, cache="off", eval_batch_size=4)
+    data = build_data(cfg, seed=0, need_train=False)
+    assert data.split_names == ["test"]
+    assert data.classes == CLASSES
+    batches = list(create_eval_loader(data, "test", cfg, torch.device("cpu")))
+    assert [len(labels) for _, labels in batches] == [4, 2]
+    assert sorted(torch.cat([labels for _, labels in batches]).tolist()) == [0, 0, 1, 1, 2, 2]
+    with pytest.raises(DataError, match="no 'val' split; available: test"):
+        data.split("val")
+
+
+def test_training_on_a_test_folder_alone_asks_for_train_or_class_folders(tmp_path: Path) -> None:
+    write_tree(tmp_path / "test", per_class=2)
+    with pytest.raises(DataError) as info:
+        build_data(DataConfig(dataset="imagefolder", data_dir=tmp_path, cache="off"), seed=0)
+    message = str(info.value)
+    assert "only a test split and no training images" in message
+    assert "DATA_DIR/train/<class>/" in message and "DATA_DIR/<class>/" in message
+
+
+def test_a_test_folder_next_to_class_folders_is_ambiguous(tmp_path: Path) -> None:
+    write_tree(tmp_path / "test", per_class=2)
+    write_tree(tmp_path, per_class=2, classes=("cat",))
+    with pytest.raises(DataError, match=r"test/ next to other folders \(cat\) but no train/"):
+        load_imagefolder(tmp_path)

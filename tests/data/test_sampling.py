@@ -56,7 +56,6 @@ def test_set_epoch_start_yields_the_tail_of_the_epoch(start: int) -> None:
     sampler.set_epoch(5, start=start)
     assert list(sampler) == full[start:]
     assert len(sampler) == 40 - start
-    assert sampler.state_dict() == {"seed": 3, "epoch": 5, "start": start}
 
 
 def test_set_epoch_resets_start() -> None:

@@ -29,6 +29,7 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.nn.parallel import DistributedDataParallel
 
+from visionops import names
 from visionops.config import (
     CheckpointConfig,
     DataConfig,
@@ -190,7 +191,7 @@ def _isolate(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
     monkeypatch.setenv("VISIONOPS_CACHE_DIR", str(root / "dataset-cache"))
     monkeypatch.chdir(root)
     # Registered in a copy of the registry, so no other test sees the test model.
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry.MODELS, "_entries", dict(registry.MODELS._entries))
     _register_tiny_model()
 
 
@@ -318,15 +319,15 @@ def test_ddp_matches_one_process_with_the_same_global_batch(
 
     # Metrics are over the whole job, as one process computes them.
     for metric in (
-        "epoch/train_loss",
-        "epoch/train_accuracy",
-        "epoch/val_loss",
-        "epoch/val_accuracy",
+        names.TRAIN_LOSS,
+        names.TRAIN_ACCURACY,
+        names.VAL_LOSS,
+        names.VAL_ACCURACY,
     ):
         assert _logged(ddp, metric) == pytest.approx(_logged(single, metric), rel=1e-4), metric
-    assert len(_logged(ddp, "train/step_loss")) == STEPS
-    assert _logged(ddp, "train/step_loss") == pytest.approx(
-        _logged(single, "train/step_loss"), rel=1e-4
+    assert len(_logged(ddp, names.STEP_LOSS)) == STEPS
+    assert _logged(ddp, names.STEP_LOSS) == pytest.approx(
+        _logged(single, names.STEP_LOSS), rel=1e-4
     )
     params = MlflowClient(ddp["tracking_uri"]).get_run(ddp["run_id"]).data.params
     assert (params["world_size"], params["global_batch_size"]) == ("2", "64")
@@ -339,8 +340,8 @@ def test_accumulating_4_x_16_matches_one_batch_of_64(single_runs: dict[str, Reco
     assert accumulated["events"] == (["forward"] * 4 + ["step"]) * STEPS
     worst = _assert_close_every_step(accumulated, whole, rtol=1e-4, atol=1e-6)
     print(f"one process, 4 x 16 vs 64: max |delta param| = {worst:.3g}")
-    assert accumulated["metrics"]["val_loss"] == pytest.approx(
-        whole["metrics"]["val_loss"], rel=1e-4
+    assert accumulated["metrics"][names.VAL_LOSS] == pytest.approx(
+        whole["metrics"][names.VAL_LOSS], rel=1e-4
     )
 
 
@@ -351,7 +352,9 @@ def test_ddp_accumulating_4_x_16_matches_one_batch_of_64(
     ddp, whole = ddp_runs["fp32-16x4-classic"][0], single_runs["fp32-64"]
     worst = _assert_close_every_step(ddp, whole, rtol=1e-4, atol=1e-6)
     print(f"DDP 2 x 8 x 4 micro-batches vs one process 64: max |delta param| = {worst:.3g}")
-    assert ddp["metrics"]["val_loss"] == pytest.approx(whole["metrics"]["val_loss"], rel=1e-4)
+    assert ddp["metrics"][names.VAL_LOSS] == pytest.approx(
+        whole["metrics"][names.VAL_LOSS], rel=1e-4
+    )
 
 
 @pytest.mark.integration
@@ -380,7 +383,9 @@ def test_bf16_autocast_with_accumulation_under_ddp_matches_one_process(
     # stepping with its own, would be off by about that much.)
     worst = _assert_close_every_step(ddp, single, rtol=1e-2, atol=1e-3)
     print(f"DDP bf16 2 x 8 x 4 vs one process 16 x 4: max |delta param| = {worst:.3g}")
-    assert ddp["metrics"]["val_loss"] == pytest.approx(single["metrics"]["val_loss"], rel=1e-2)
+    assert ddp["metrics"][names.VAL_LOSS] == pytest.approx(
+        single["metrics"][names.VAL_LOSS], rel=1e-2
+    )
     # Autocast is in effect under DDP: the run is not the fp32 one.
     fp32_gap = _max_abs_diff(ddp_runs["fp32-16x4-classic"][0]["steps"][-1], ddp["steps"][-1])
     print(f"DDP bf16 vs DDP fp32 after {STEPS} steps: max |delta param| = {fp32_gap:.3g}")

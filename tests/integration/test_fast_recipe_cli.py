@@ -14,6 +14,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from visionops import names
+
 CLASSES = tuple(f"class{k}" for k in range(10))
 
 
@@ -69,7 +71,7 @@ def test_fast_recipe_on_an_image_folder(tmp_path: Path) -> None:
     assert run.data.params["model.name"] == "airbench"
     assert run.data.params["data.tta"] == "flip_shift"
     assert run.data.params["data.augmentations"] == "random_crop,alternating_flip"
-    history = client.get_metric_history(result["run_id"], "epoch/val_accuracy")
+    history = client.get_metric_history(result["run_id"], names.VAL_ACCURACY)
     assert [m.step for m in history] == [1, 2]
 
     # The logged model, evaluated with the run's TTA on the same held-out images, scores
@@ -80,4 +82,4 @@ def test_fast_recipe_on_an_image_folder(tmp_path: Path) -> None:
     assert evaluated.returncode == 0, evaluated.stderr
     report = json.loads(evaluated.stdout.splitlines()[-1])
     assert report["num_images"] == 12
-    assert report["metrics"]["accuracy"] == pytest.approx(result["metrics"]["val_accuracy"])
+    assert report["metrics"]["accuracy"] == pytest.approx(result["metrics"][names.VAL_ACCURACY])

@@ -25,6 +25,7 @@ import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from visionops import names
 from visionops.training import checkpoint as ckpt
 from visionops.training.checkpoint_bundle import MANIFEST
 
@@ -142,13 +143,13 @@ def _assert_one_tracked_run_with_ray_checkpoints(
     assert run.data.params["global_batch_size"] == "32"
 
     # Each epoch's metrics once, at epochs 1..N; the final metrics are those of the last epoch.
-    for key in ("epoch/train_loss", "epoch/val_loss", "epoch/val_accuracy"):
+    for key in (names.TRAIN_LOSS, names.VAL_LOSS, names.VAL_ACCURACY):
         history = client.get_metric_history(run.info.run_id, key)
         assert sorted(point.step for point in history) == list(range(1, epochs + 1)), key
     last_val = max(
-        client.get_metric_history(run.info.run_id, "epoch/val_accuracy"), key=lambda m: m.step
+        client.get_metric_history(run.info.run_id, names.VAL_ACCURACY), key=lambda m: m.step
     )
-    assert result["metrics"]["val_accuracy"] == pytest.approx(last_val.value)
+    assert result["metrics"][names.VAL_ACCURACY] == pytest.approx(last_val.value)
 
     # The model is logged by the run.
     mlflow.set_tracking_uri(ray_env["MLFLOW_TRACKING_URI"])

@@ -15,12 +15,13 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from visionops import names
 from visionops.training import checkpoint as ckpt
 
 pytestmark = pytest.mark.integration
 
 # Timing metrics differ between any two runs; system metrics are sampled by wall clock.
-_NON_DETERMINISTIC = ("system/", "train/images_per_sec", "epoch/epoch_time_sec")
+_NON_DETERMINISTIC = ("system/", names.IMAGES_PER_SEC, names.EPOCH_SECONDS)
 
 
 def _command(tracking_uri: str, output_dir: Path, *extra: str) -> list[str]:
@@ -136,4 +137,4 @@ def test_sigint_checkpoints_marks_the_run_killed_and_resumes(tmp_path: Path) -> 
 
     assert resumed["run_id"] == run_id
     assert client.get_run(run_id).info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(run_id, "epoch/val_accuracy")] == [1, 2, 3]
+    assert [m.step for m in client.get_metric_history(run_id, names.VAL_ACCURACY)] == [1, 2, 3]

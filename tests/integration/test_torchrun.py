@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from visionops import names
 from visionops.cli import EXIT_INTERRUPTED, EXIT_USER_ERROR
 from visionops.config import TrainConfig, load_config
 from visionops.data import create_train_loader
@@ -154,12 +155,21 @@ def _logged(client: MlflowClient, run_id: str, key: str, step: int) -> float:
     return values[0]
 
 
+EPOCH_METRICS = (
+    names.TRAIN_LOSS,
+    names.TRAIN_ACCURACY,
+    names.VAL_LOSS,
+    names.VAL_ACCURACY,
+    names.EPOCH_SECONDS,
+)
+
+
 def _assert_each_step_logged_once(client: MlflowClient, run: Run, epochs: int) -> None:
     run_id = run.info.run_id
     for key in run.data.metrics:
         steps = _steps(client, run_id, key)
         assert len(steps) == len(set(steps)), f"{key} has a step logged twice: {steps}"
-        if key.startswith("epoch/"):
+        if key in EPOCH_METRICS:
             assert steps == list(range(1, epochs + 1)), f"{key}: {steps}"
 
 
@@ -227,13 +237,13 @@ def test_two_processes_log_one_run_of_global_metrics_that_resumes_on_one(
     # Validation over both ranks' shards: what one process measures on the whole split.
     epoch_end = ckpt.checkpoint_path(run_dir, STEPS_PER_EPOCH)
     val = _evaluate_checkpoint(cfg, epoch_end)
-    assert _logged(client, run_id, "epoch/val_accuracy", 1) == pytest.approx(val.accuracy)
-    assert _logged(client, run_id, "epoch/val_loss", 1) == pytest.approx(val.loss, rel=1e-5)
+    assert _logged(client, run_id, names.VAL_ACCURACY, 1) == pytest.approx(val.accuracy)
+    assert _logged(client, run_id, names.VAL_LOSS, 1) == pytest.approx(val.loss, rel=1e-5)
 
     # The first step's loss is the mean of both ranks' losses on their halves of the batch.
     rank0, rank1 = _first_batch_losses(cfg, num_ranks=2)
     assert abs(rank0 - rank1) > 1e-3  # else this check could not tell a rank-0-only value
-    step_loss = _logged(client, run_id, "train/step_loss", 1)
+    step_loss = _logged(client, run_id, names.STEP_LOSS, 1)
     assert step_loss == pytest.approx((rank0 + rank1) / 2, rel=1e-5)
 
     # The same run goes on in one process, from the checkpoint the Ctrl-C wrote.
@@ -251,7 +261,7 @@ def test_two_processes_log_one_run_of_global_metrics_that_resumes_on_one(
     run = _only_run(client)
     assert run.info.status == "FINISHED"
     _assert_each_step_logged_once(client, run, epochs=3)
-    assert _steps(client, run_id, "train/step_loss") == list(range(1, 3 * STEPS_PER_EPOCH + 1))
+    assert _steps(client, run_id, names.STEP_LOSS) == list(range(1, 3 * STEPS_PER_EPOCH + 1))
     final = ckpt.load_checkpoint(ckpt.list_checkpoints(run_dir)[0])
     assert final["progress"]["step"] == 3 * STEPS_PER_EPOCH
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -9,9 +10,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from visionops import names
 from visionops.config import CONFIG_FIELDS, TrainConfig
 from visionops.data import build_data
 from visionops.models import ImageClassifier, create_model
+from visionops.tracking.client import download_model, model_metadata
 from visionops.training import checkpoint as ckpt
 from visionops.training import train
 
@@ -51,52 +54,54 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, obje
 
 def test_the_model_learns(trained) -> None:
     _, result, _ = trained
-    assert result.metrics["val_accuracy"] > 0.5  # chance is 0.1
+    assert result.metrics[names.VAL_ACCURACY] > 0.5  # chance is 0.1
     assert result.epochs_completed == 3
 
 
 def test_params_tags_and_status(trained) -> None:
-    _, result, _ = trained
-    run = MlflowClient().get_run(result.run_id)
+    cfg, result, _ = trained
+    run = MlflowClient(cfg.tracking.tracking_uri).get_run(result.run_id)
     assert run.info.status == "FINISHED"
     # Every config field, and what the config implies for the job (one process here).
-    assert len(run.data.params) == len(CONFIG_FIELDS) + 3
-    assert run.data.params["world_size"] == "1"
-    assert run.data.params["global_batch_size"] == "64"
-    assert run.data.params["effective_lr"] == "0.05"
+    assert len(run.data.params) == len(CONFIG_FIELDS) + 4
+    assert run.data.params[names.WORLD_SIZE_PARAM] == "1"
+    assert run.data.params[names.GLOBAL_BATCH_PARAM] == "64"
+    assert run.data.params[names.EFFECTIVE_LR_PARAM] == "0.05"
+    assert run.data.params[names.EFFECTIVE_WARMUP_PARAM] == "1.0"
     assert run.data.params["model.name"] == "resnet9"
     assert run.data.params["optim.lr"] == "0.05"
     assert run.data.params["data.dataset"] == "synthetic"
     tags = run.data.tags
     assert tags["torch.version"] == torch.__version__
     assert tags["visionops.version"] and tags["hostname"] and tags["device"].startswith("cpu")
-    assert MlflowClient().get_experiment(run.info.experiment_id).name == "integration"
+    assert (
+        MlflowClient(cfg.tracking.tracking_uri).get_experiment(run.info.experiment_id).name
+        == "integration"
+    )
 
 
 def test_per_batch_and_per_epoch_metrics(trained) -> None:
-    _, result, _ = trained
-    client = MlflowClient()
+    cfg, result, _ = trained
+    client = MlflowClient(cfg.tracking.tracking_uri)
     steps_per_epoch = 2700 // 64
     total_steps = 3 * steps_per_epoch
-    loss = client.get_metric_history(result.run_id, "train/step_loss")
+    loss = client.get_metric_history(result.run_id, names.STEP_LOSS)
     expected_steps = sorted(
         {s for s in range(1, total_steps + 1) if s % 5 == 0}
         | {steps_per_epoch * e for e in (1, 2, 3)}
     )
     assert sorted(m.step for m in loss) == expected_steps
-    assert len(client.get_metric_history(result.run_id, "train/lr")) == len(expected_steps)
-    assert all(
-        m.value > 0 for m in client.get_metric_history(result.run_id, "train/images_per_sec")
-    )
+    assert len(client.get_metric_history(result.run_id, names.LEARNING_RATE)) == len(expected_steps)
+    assert all(m.value > 0 for m in client.get_metric_history(result.run_id, names.IMAGES_PER_SEC))
 
-    val_acc = client.get_metric_history(result.run_id, "epoch/val_accuracy")
+    val_acc = client.get_metric_history(result.run_id, names.VAL_ACCURACY)
     assert [m.step for m in val_acc] == [1, 2, 3]
-    assert val_acc[-1].value == pytest.approx(result.metrics["val_accuracy"])
+    assert val_acc[-1].value == pytest.approx(result.metrics[names.VAL_ACCURACY])
     for key in (
-        "epoch/train_loss",
-        "epoch/train_accuracy",
-        "epoch/val_loss",
-        "epoch/epoch_time_sec",
+        names.TRAIN_LOSS,
+        names.TRAIN_ACCURACY,
+        names.VAL_LOSS,
+        names.EPOCH_SECONDS,
     ):
         assert len(client.get_metric_history(result.run_id, key)) == 3
     run = client.get_run(result.run_id)
@@ -108,8 +113,8 @@ def test_per_batch_and_per_epoch_metrics(trained) -> None:
 
 
 def test_artifacts(trained) -> None:
-    _, result, _ = trained
-    names = {a.path for a in MlflowClient().list_artifacts(result.run_id)}
+    cfg, result, _ = trained
+    names = {a.path for a in MlflowClient(cfg.tracking.tracking_uri).list_artifacts(result.run_id)}
     assert {
         "config.yaml",
         "training_curves.png",
@@ -119,11 +124,14 @@ def test_artifacts(trained) -> None:
     config_yaml = result.run_dir / "config.yaml"
     assert config_yaml.is_file()
     assert ckpt.list_checkpoints(result.run_dir), "no checkpoint next to config.yaml"
-    confusion = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/val_confusion_matrix.json")
+    local = mlflow.artifacts.download_artifacts(
+        f"runs:/{result.run_id}/val_confusion_matrix.json", tracking_uri=cfg.tracking.tracking_uri
+    )
+    confusion = json.loads(Path(local).read_text())
     assert sum(map(sum, confusion["matrix"])) == 300
 
 
-def test_logged_model_predicts_like_the_trained_one(trained) -> None:
+def test_logged_model_predicts_like_the_trained_one(trained, tmp_path: Path) -> None:
     cfg, result, _ = trained
     data = build_data(cfg.data, cfg.seed)
     _, state = ckpt.load_newest_valid(result.run_dir)
@@ -133,13 +141,16 @@ def test_logged_model_predicts_like_the_trained_one(trained) -> None:
     in_memory.load_state_dict(state["model"])
     in_memory.eval()
 
-    loaded = mlflow.pytorch.load_model(result.model_uri)
+    model_dir = download_model(result.model_uri, cfg.tracking.tracking_uri, tmp_path)
+    loaded = mlflow.pytorch.load_model(str(model_dir))
     images = torch.rand(6, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(images), in_memory(images), rtol=1e-5, atol=1e-5)
 
-    info = mlflow.models.get_model_info(result.model_uri)
+    info = model_metadata(model_dir)
     assert tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 3, 32, 32)
     assert info.saved_input_example_info is not None
-    version = MlflowClient().get_model_version("tiny-classifier", str(result.registered_version))
+    version = MlflowClient(cfg.tracking.tracking_uri).get_model_version(
+        "tiny-classifier", str(result.registered_version)
+    )
     assert version.run_id == result.run_id

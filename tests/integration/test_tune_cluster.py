@@ -33,8 +33,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from visionops import names
 from visionops.tuning.results import TRIAL_TABLE
-from visionops.tuning.trainable import NODE_ID_TAG, NODE_IP_TAG
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -196,10 +196,10 @@ def test_a_sweep_on_a_two_node_cluster_runs_a_trial_on_each_node(
     runs = [client.get_run(t["run_id"]) for t in payload["trials"]]
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {payload["parent_run_id"]}
     assert all(r.info.status == "FINISHED" for r in runs)
-    ran_on = [r.data.tags[NODE_ID_TAG] for r in runs]
+    ran_on = [r.data.tags[names.TRIAL_NODE_ID_TAG] for r in runs]
     # One trial per node: each node has one CPU and each trial takes one.
     assert sorted(ran_on) == sorted(nodes)
-    assert [r.data.tags[NODE_IP_TAG] for r in runs] == [nodes[n]["ip"] for n in ran_on]
+    assert [r.data.tags[names.TRIAL_NODE_IP_TAG] for r in runs] == [nodes[n]["ip"] for n in ran_on]
     # Each trial wrote its visionops run into the shared storage folder.
     trial_runs = storage / "cluster-sweep" / "trial-runs"
     for trial, run in zip(payload["trials"], runs, strict=True):
@@ -208,4 +208,4 @@ def test_a_sweep_on_a_two_node_cluster_runs_a_trial_on_each_node(
     table = client.download_artifacts(payload["parent_run_id"], TRIAL_TABLE, str(tmp_path))
     with open(table, newline="") as handle:
         rows = {row["run_id"]: row["node_id"] for row in csv.DictReader(handle)}
-    assert rows == {r.info.run_id: r.data.tags[NODE_ID_TAG] for r in runs}
+    assert rows == {r.info.run_id: r.data.tags[names.TRIAL_NODE_ID_TAG] for r in runs}

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from visionops import names
 from visionops.config import TrainConfig, with_fields
 from visionops.data.transforms import get_augmentation
 from visionops.recipes import get_recipe, list_recipes
@@ -79,8 +80,8 @@ def test_cifar10_fast_runs_on_synthetic_data(tracking_uri: str, tmp_path: Path) 
     result = train(cfg)
     assert result.epochs_completed == 2
     assert result.run_id is not None
-    assert 0.0 <= result.metrics["val_accuracy"] <= 1.0
-    assert result.metrics["val_loss"] > 0
+    assert 0.0 <= result.metrics[names.VAL_ACCURACY] <= 1.0
+    assert result.metrics[names.VAL_LOSS] > 0
     client = MlflowClient(tracking_uri=tracking_uri)
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
@@ -91,5 +92,5 @@ def test_cifar10_fast_runs_on_synthetic_data(tracking_uri: str, tmp_path: Path) 
     assert params["model.width_multiplier"] == "0.5"
     assert params["data.tta"] == "flip_shift"
     assert params["data.augmentations"] == "random_crop,alternating_flip"
-    history = client.get_metric_history(result.run_id, "epoch/val_accuracy")
+    history = client.get_metric_history(result.run_id, names.VAL_ACCURACY)
     assert [m.step for m in history] == [1, 2]

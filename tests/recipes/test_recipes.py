@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from visionops import names
 from visionops.config import TrainConfig, with_fields
 from visionops.recipes import get_recipe, list_recipes
 from visionops.training import train
@@ -24,5 +25,5 @@ def test_quickstart_reaches_90_percent_validation_accuracy(tracking_uri: str, tm
         system_metrics=False,
     )
     result = train(cfg)
-    assert result.metrics["val_accuracy"] >= 0.90
+    assert result.metrics[names.VAL_ACCURACY] >= 0.90
     assert result.registered_version == 1

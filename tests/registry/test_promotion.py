@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pytest
 from mlflow.tracking import MlflowClient
 
+from visionops import names
 from visionops.cli import main
 from visionops.config import with_fields
 from visionops.recipes import get_recipe
@@ -30,6 +31,7 @@ from visionops.registry.history import (
 from visionops.registry.policy import PromotionPolicy
 from visionops.registry.promotion import promote
 from visionops.registry.rollback import rollback
+from visionops.tracking.client import process_tracking_uri
 
 TRAINED_MODEL = "vision-classifier"
 ALIAS = "production"
@@ -56,11 +58,13 @@ class Store:
         client = self.client
         run_id = client.create_run(self.experiment_id).info.run_id
         if val_accuracy is not None:
-            client.log_metric(run_id, "val/accuracy", val_accuracy)
+            client.log_metric(run_id, names.VAL_ACCURACY, val_accuracy)
         client.set_terminated(run_id)
         if not client.search_registered_models(f"name = '{name}'"):
             client.create_registered_model(name)
-        return str(client.create_model_version(name, self.source, run_id=run_id).version)
+        # MLflow resolves a models:/ source through the process's tracking URI alone.
+        with process_tracking_uri(self.uri):
+            return str(client.create_model_version(name, self.source, run_id=run_id).version)
 
     def aliases(self, name: str) -> dict[str, str]:
         return {a: str(v) for a, v in self.client.get_registered_model(name).aliases.items()}
@@ -93,7 +97,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     version = MlflowClient(uri).get_model_version(TRAINED_MODEL, "1")
     experiment = MlflowClient(uri).get_experiment_by_name("tests")
     assert experiment is not None
-    return Store(uri, version.source, experiment.experiment_id, result.metrics["val_accuracy"])
+    return Store(uri, version.source, experiment.experiment_id, result.metrics[names.VAL_ACCURACY])
 
 
 @pytest.fixture

@@ -168,7 +168,7 @@ def test_manage_user_grants_read_to_a_third_user_with_the_cli(
     )
     assert code == 2
     assert err.count("\n") == 1
-    assert "permission denied (403)" in err and repr(editor[0]) in err
+    assert f"refused user {editor[0]!r} permission" in err and "(HTTP 403)" in err
     assert call(shared_stack, "GET", get, newcomer).status_code == 403
 
     # The MANAGE user may: the newcomer's DENY becomes READ.
@@ -310,7 +310,7 @@ def test_create_admin_from_the_environment_variable(
     monkeypatch.setenv("VISIONOPS_NEW_USER_PASSWORD", f"pw-{uuid.uuid4().hex}")
     code, _, err = admin_cli(["create-user", "--username", unique("nope")], capsys)
     assert code == 2
-    assert "permission denied (403)" in err
+    assert "(HTTP 403); it needs an admin account" in err
 
 
 def test_create_user_without_a_password_source_fails_before_calling_the_server(

@@ -9,6 +9,7 @@ import mlflow
 import pytest
 import torch
 
+from visionops import names
 from visionops.cli import main
 from visionops.config import flatten_config
 from visionops.recipes import get_recipe
@@ -47,16 +48,18 @@ def test_train_with_credentials_logs_everything_to_the_team_stack(
     assert client.get_experiment(run.info.experiment_id).name == "team-e2e"
     # Metrics: one epoch point per epoch, the final validation accuracy.
     epochs = result["epochs"]
-    history = client.get_metric_history(run.info.run_id, "epoch/val_accuracy")
+    history = client.get_metric_history(run.info.run_id, names.VAL_ACCURACY)
     assert sorted(m.step for m in history) == list(range(1, epochs + 1))
-    assert run.data.metrics["val/accuracy"] == pytest.approx(result["metrics"]["val_accuracy"])
+    assert run.data.metrics[names.VAL_ACCURACY] == pytest.approx(
+        result["metrics"][names.VAL_ACCURACY]
+    )
 
     # Artifacts went through the server into the bucket, under the run's folder.
     objects = shared_stack.s3_client().list_objects_v2(Bucket=shared_stack.bucket)
     keys = [o["Key"] for o in objects.get("Contents", [])]
     run_keys = [k for k in keys if f"/{run.info.run_id}/artifacts/" in k]
-    names = {k.split("/artifacts/", 1)[1] for k in run_keys}
-    assert {"config.yaml", "training_curves.png", "val_confusion_matrix.json"} <= names
+    artifact_names = {k.split("/artifacts/", 1)[1] for k in run_keys}
+    assert {"config.yaml", "training_curves.png", "val_confusion_matrix.json"} <= artifact_names
     assert all(k.startswith("mlartifacts/") for k in run_keys)
     logged_models = [k for k in keys if k.endswith("MLmodel")]
     assert logged_models, "the model's MLmodel file is not in the bucket"

@@ -21,6 +21,7 @@ import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from visionops import names
 from visionops.config import TrainConfig, with_fields
 from visionops.tracking.sender import deliver
 from visionops.tracking.spool import MetricSpool
@@ -143,8 +144,8 @@ def test_training_survives_an_outage_and_every_point_arrives_once(
     stored: dict[str, list[int]] = {}
     for key, step in _stored_points(stack, result.run_id):
         stored.setdefault(key, []).append(step)
-    history = client.get_metric_history(result.run_id, "train/step_loss")
-    assert sorted(m.step for m in history) == sorted(stored["train/step_loss"])
+    history = client.get_metric_history(result.run_id, names.STEP_LOSS)
+    assert sorted(m.step for m in history) == sorted(stored[names.STEP_LOSS])
     steps = _steps_per_epoch(cfg)
     expected_steps = {
         "train": list(range(1, EPOCHS * steps + 1)),

@@ -8,6 +8,7 @@ import json
 import mlflow
 import pytest
 
+from visionops import names
 from visionops.cli import main
 from visionops.config import with_fields
 from visionops.training import train
@@ -41,9 +42,9 @@ def test_promote_and_rollback_through_the_team_server(
     tags = client.get_model_version(MODEL, "2").tags
     assert tags["visionops.promotion.production.decided_by"] == shared_stack.admin_auth[0]
     assert tags["visionops.promotion.production.incumbent_version"] == "1"
-    assert float(tags["visionops.promotion.production.candidate_val_accuracy"]) == pytest.approx(
-        result.metrics["val_accuracy"]
-    )
+    assert float(
+        tags[names.PROMOTION_TAG_PREFIX + "production.candidate_val_accuracy"]
+    ) == pytest.approx(result.metrics[names.VAL_ACCURACY])
 
     # Rolling back needs EDIT on the model: anonymous callers (401) and users with only the
     # default READ (403) are refused and nothing moves; a user granted EDIT rolls back.
@@ -54,14 +55,16 @@ def test_promote_and_rollback_through_the_team_server(
         auth.create_user(user, f"{user}-password-0")
     auth.grant_user_permission("registry-editor", "registered_model", MODEL, "EDIT")
     refusals = {
-        (None, None): "did not accept the credentials (401)",
-        ("registry-reader", "registry-reader-password-0"): "permission denied (403)",
+        (None, None): "error: the tracking server at {url} asks for a login and no credentials "
+        "were sent (HTTP 401)",
+        ("registry-reader", "registry-reader-password-0"): "error: cannot roll back 'production'"
+        " of '{model}': the tracking server at {url} refused user 'registry-reader' permission",
     }
     for (user, password), refusal in refusals.items():
         as_user(shared_stack, user, password)
         code, _, err = cli("rollback", "--alias", "production")
-        assert code == 2 and err.startswith("error: cannot roll back 'production'"), err
-        assert refusal in err and len(err.strip().splitlines()) == 1
+        assert code == 2 and err.startswith(refusal.format(url=shared_stack.url, model=MODEL)), err
+        assert len(err.strip().splitlines()) == 1
     as_user(shared_stack, *shared_stack.admin_auth)
     assert client.get_model_version_by_alias(MODEL, "production").version == "2"
 

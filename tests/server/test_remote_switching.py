@@ -14,6 +14,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
+from visionops import names
 from visionops.cli import load_dotenv_file, main
 from visionops.server.users import UserAdmin
 
@@ -114,7 +115,7 @@ def test_dotenv_switches_the_same_command_from_local_to_the_team_server(
     assert params["model.name"] == "resnet9"
     assert params["tracking.experiment"] == experiment
     assert run["info"]["user_id"] == username
-    assert {m["key"] for m in run["data"]["metrics"]} >= {"val/accuracy"}
+    assert {m["key"] for m in run["data"]["metrics"]} >= {names.VAL_ACCURACY}
     # Nothing new in the local store.
     local_runs = local.search_runs([local.get_experiment_by_name(experiment).experiment_id])
     assert [r.info.run_id for r in local_runs] == [local_run_id]

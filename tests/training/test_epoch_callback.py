@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
+from visionops import names
 from visionops.config import TrainConfig, with_fields
 from visionops.training import EpochEnd, train
 
@@ -25,5 +26,5 @@ def test_each_epoch_is_reported_after_its_checkpoint_in_a_nested_run(
 
     assert [end.epoch for end in seen] == [1, 2]
     assert all(end.run_id == result.run_id and end.run_dir == result.run_dir for end in seen)
-    assert seen[-1].metrics["val_accuracy"] == result.metrics["val_accuracy"]
+    assert seen[-1].metrics[names.VAL_ACCURACY] == result.metrics[names.VAL_ACCURACY]
     assert client.get_run(result.run_id).data.tags["mlflow.parentRunId"] == parent

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from visionops import names
 from visionops.config import TrainConfig, with_fields
 from visionops.errors import ConfigError
 from visionops.training import checkpoint as ckpt
@@ -20,7 +21,12 @@ def test_gradient_accumulation_steps_the_optimizer_once_per_group(tiny_config: T
     steps_per_epoch = 360 // (32 * 3)
     state = ckpt.load_checkpoint(ckpt.list_checkpoints(result.run_dir)[0])
     assert state["progress"]["step"] == 2 * steps_per_epoch
-    lr_steps = [m.step for m in MlflowClient().get_metric_history(result.run_id, "train/lr")]
+    lr_steps = [
+        m.step
+        for m in MlflowClient(cfg.tracking.tracking_uri).get_metric_history(
+            result.run_id, names.LEARNING_RATE
+        )
+    ]
     assert lr_steps == list(range(1, 2 * steps_per_epoch + 1))
 
 
@@ -50,9 +56,34 @@ def test_resume_refuses_a_changed_configuration(tiny_config: TrainConfig) -> Non
     first = train(cfg)
     with pytest.raises(ConfigError, match=r"these fields differ: lr: 0.05 -> 0.5"):
         train(with_fields(cfg, lr=0.5, resume=first.run_id))
-    # Fields that do not change what is computed may differ.
-    resumed = train(with_fields(cfg, resume=first.run_id, num_workers=1, device="cpu"))
+    # Run options (fields that do not change what is computed) may differ.
+    resumed = train(
+        with_fields(
+            cfg,
+            resume=first.run_id,
+            num_workers=1,
+            device="cpu",
+            log_every_n_steps=5,
+            keep_checkpoints=1,
+            system_metrics=True,
+        )
+    )
     assert resumed.run_id == first.run_id
+
+
+def test_training_leaves_the_process_tracking_uri_to_the_user(
+    tiny_config: TrainConfig, tracking_uri: str
+) -> None:
+    import os
+
+    import mlflow
+
+    assert not mlflow.is_tracking_uri_set()
+    result = train(with_fields(tiny_config, epochs=1, register_as="uri-check"))
+    assert not mlflow.is_tracking_uri_set() and "MLFLOW_TRACKING_URI" not in os.environ
+    client = MlflowClient(tracking_uri)
+    assert client.get_run(result.run_id).info.status == "FINISHED"
+    assert client.get_model_version("uri-check", "1").run_id == result.run_id
 
 
 def test_resume_without_checkpoints_is_an_error(tiny_config: TrainConfig, tmp_path: Path) -> None:
@@ -69,6 +100,6 @@ def test_only_rank_zero_tracks_and_writes(
     monkeypatch.setenv("RANK", "1")
     result = train(with_fields(tiny_config, epochs=1, warmup_epochs=0.5))
     assert result.run_id is None and result.model_uri is None
-    assert result.epochs_completed == 1 and 0 <= result.metrics["val_accuracy"] <= 1
+    assert result.epochs_completed == 1 and 0 <= result.metrics[names.VAL_ACCURACY] <= 1
     assert not (tmp_path / "outputs").exists()
     assert MlflowClient(tracking_uri).get_experiment_by_name("tests") is None

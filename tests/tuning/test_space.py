@@ -1,4 +1,4 @@
-"""Search spaces: a default per recipe, overridable field by field from a YAML/JSON file."""
+"""Search spaces: one registered per recipe, overridable field by field from a YAML/JSON file."""
 
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ from ray.tune.search.sample import Categorical, Float
 
 from visionops.errors import ConfigError
 from visionops.recipes import list_recipes
-from visionops.tuning.space import create_search_space, describe_space, load_space_file
+from visionops.tuning.space import (
+    SEARCH_SPACES,
+    create_search_space,
+    describe_space,
+    load_space_file,
+)
 
 
 @pytest.mark.parametrize("recipe", [r.name for r in list_recipes()])
@@ -20,6 +25,21 @@ def test_every_recipe_has_a_space_of_config_fields(recipe: str) -> None:
     assert {"lr", "weight_decay", "momentum", "batch_size", "label_smoothing"} <= set(space)
     assert set(space) <= set(CONFIG_FIELDS)
     assert describe_space(space)["lr"].startswith("loguniform")
+
+
+def test_every_recipe_registers_its_space_by_name() -> None:
+    assert SEARCH_SPACES.names() == sorted(r.name for r in list_recipes())
+
+
+def test_a_recipe_without_a_space_is_refused_not_given_a_default(tmp_path: Path) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text("lr: {type: uniform, low: 0.01, high: 0.1}\n")
+    for override in (None, path):
+        with pytest.raises(ConfigError) as info:
+            create_search_space("my-recipe", override)
+        assert str(info.value) == (
+            f"unknown search space 'my-recipe'; known: {', '.join(SEARCH_SPACES.names())}"
+        )
 
 
 def test_a_file_overrides_and_fixes_fields(tmp_path: Path) -> None:

@@ -17,11 +17,12 @@ import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from visionops import names
 from visionops.config import TrainConfig, with_fields
+from visionops.tracking.client import process_tracking_uri
 from visionops.training import train
 from visionops.tuning.algorithms import SEARCHERS, SearchName
 from visionops.tuning.results import (
-    CANDIDATE_ALIAS,
     CURVES_FIGURE,
     IMPORTANCE_FIGURE,
     IMPORTANCES,
@@ -41,7 +42,7 @@ _FROZEN_LR = 1e-6
 
 def _first_epoch_accuracy(base: TrainConfig, seed: int) -> float:
     cfg = with_fields(base, seed=seed, epochs=1, lr=_FROZEN_LR, log_model=False)
-    return train(cfg).metrics["val_accuracy"]
+    return train(cfg).metrics[names.VAL_ACCURACY]
 
 
 @pytest.fixture
@@ -126,10 +127,13 @@ def test_asha_optuna_sweep_nests_runs_stops_trials_and_registers_the_best(
 
     completed = [t for t in result.trials if t.status == "completed"]
     assert result.best_metric == max(t.val_accuracy or 0 for t in completed)
-    model = mlflow.pytorch.load_model(f"models:/tuned@{CANDIDATE_ALIAS}")
+    with process_tracking_uri(tracking_uri):  # as a user's own MLflow setting would
+        model = mlflow.pytorch.load_model(f"models:/tuned@{names.CANDIDATE_ALIAS}")
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
 
-    artifacts = Path(mlflow.artifacts.download_artifacts(run_id=result.parent_run_id))
+    artifacts = Path(
+        mlflow.artifacts.download_artifacts(run_id=result.parent_run_id, tracking_uri=tracking_uri)
+    )
     rows = list(csv.DictReader((artifacts / TRIAL_TABLE).open()))
     assert sorted(row["run_id"] for row in rows) == sorted(children)
     assert (artifacts / CURVES_FIGURE).is_file()

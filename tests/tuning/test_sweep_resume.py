@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from visionops import names
 from visionops.cli import main
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -67,7 +68,7 @@ def test_a_killed_sweep_resumes_without_rerunning_or_duplicating_trials(
     )
     assert sorted(r.info.run_id for r in children) == sorted(t["run_id"] for t in payload["trials"])
     for child in children:
-        history = client.get_metric_history(child.info.run_id, "epoch/val_accuracy")
+        history = client.get_metric_history(child.info.run_id, names.VAL_ACCURACY)
         assert sorted(m.step for m in history) == list(range(1, _EPOCHS + 1))
     # The finished trial did not train again: it would have rewritten its final report.
     for marker, mtime in finished_before.items():

@@ -19,10 +19,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from ray import cloudpickle, tune
 
+from visionops import names
 from visionops.config import TrainConfig
 from visionops.training import EpochCallback, EpochEnd, TrainResult
 from visionops.tuning import sweep
-from visionops.tuning.results import CANDIDATE_ALIAS
 from visionops.tuning.sweep import SweepOptions, run_sweep
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -159,10 +159,10 @@ def test_a_failing_trial_retries_from_its_checkpoint_then_errors_without_ending_
         (errored.run_id, "FAILED", 2),
     ):
         assert client.get_run(run_id).info.status == status
-        history = client.get_metric_history(run_id, "epoch/val_accuracy")
+        history = client.get_metric_history(run_id, names.VAL_ACCURACY)
         assert sorted(m.step for m in history) == list(range(1, epochs + 1))
 
     assert result.best_run_id == recovered.run_id
     assert result.best_config == {"lr": _RECOVERS}
-    version = client.get_model_version_by_alias("tuned", CANDIDATE_ALIAS)
+    version = client.get_model_version_by_alias("tuned", names.CANDIDATE_ALIAS)
     assert (version.run_id, int(version.version)) == (recovered.run_id, result.registered_version)

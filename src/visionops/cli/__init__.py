@@ -12,6 +12,7 @@ Usage::
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Sequence
@@ -58,3 +59,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as error:
+        refusal = _tracking_refusal(error, args)
+        if refusal is None:
+            raise
+        print(f"error: {refusal}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _tracking_refusal(error: Exception, args: argparse.Namespace) -> Exception | None:
+    """The one-line error for an MLflow exception about the tracking server (unreachable, a
+    refused login or permission), or None. MLflow is imported only here, once something failed,
+    so ``visionops --help`` stays fast."""
+    from mlflow.exceptions import MlflowException
+
+    from visionops.tracking.connection import command_tracking_uri, tracking_error
+
+    if not isinstance(error, MlflowException):
+        return None
+    # The commands that talk to a server note the one they checked (it may come from a config
+    # file or VISIONOPS_TRACKING_URI, which only the command resolves).
+    server = getattr(args, "tracking_server", None)
+    return tracking_error(
+        error, server or command_tracking_uri(getattr(args, "tracking_uri", None))
+    )

@@ -73,6 +73,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def cmd_admin(args: argparse.Namespace) -> int:
     from visionops.server.users import UserAdmin, new_user_password
+    from visionops.tracking.connection import check_command_server
+
+    # The server UserAdmin resolves too; checked before it imports mlflow.server (slow).
+    args.tracking_server = check_command_server(args.tracking_uri)
 
     if args.admin_command == "create-user":
         # Read the password before talking to the server, so a missing one fails fast.

@@ -9,22 +9,19 @@ from typing import Any
 
 from visionops.cli.launch_flags import launch_requested
 from visionops.cli.output import emit, emit_train_result, mlflow_ui_hint
-from visionops.cli.parser import config_flag_values
+from visionops.cli.parser import config_overrides
 from visionops.config import (
-    CONFIG_FIELDS,
     Override,
     TrainConfig,
     overrides_from_file,
     overrides_from_mapping,
     resolve_config,
 )
-from visionops.env import config_env_var, config_overrides_from_env
-from visionops.errors import ConfigError
 
 
 def train_config(args: argparse.Namespace, environ: dict[str, str] | None = None) -> TrainConfig:
     """Resolve flag > VISIONOPS_* > overrides file > recipe > defaults (or the saved config)."""
-    env_overrides, flags = _env_and_flag_overrides(args, environ)
+    env_and_flags = config_overrides(args, environ=environ)
     resume = getattr(args, "resume", None)
     recipe, config_file = getattr(args, "recipe", None), getattr(args, "config", None)
     if resume is None or recipe or config_file:
@@ -35,32 +32,24 @@ def train_config(args: argparse.Namespace, environ: dict[str, str] | None = None
         base = get_recipe(recipe or "default")
         file_overrides = overrides_from_file(Path(config_file)) if config_file else []
         resume_override = [Override("resume", resume, "--resume")] if resume else []
-        return resolve_config(base, [*file_overrides, *env_overrides, *flags, *resume_override])
+        return resolve_config(base, [*file_overrides, *env_and_flags, *resume_override])
 
     # A bare --resume starts from the configuration saved with the run.
     from visionops.training.trainer import saved_run
 
-    defaults = resolve_config(
-        TrainConfig(), [o for o in [*env_overrides, *flags] if o.field == "output_dir"]
-    )
+    defaults = resolve_config(TrainConfig(), config_overrides(args, ["output_dir"], environ))
     run_dir, saved = saved_run(resume, defaults.checkpoint.output_dir)
-    return resolve_config(
-        saved, [*env_overrides, *flags, Override("resume", str(run_dir), "--resume")]
-    )
-
-
-def _env_and_flag_overrides(
-    args: argparse.Namespace, environ: dict[str, str] | None = None
-) -> tuple[list[Override], list[Override]]:
-    """The config values set by VISIONOPS_* variables and by command-line flags."""
-    env_values = config_overrides_from_env(list(CONFIG_FIELDS), environ)
-    env_overrides = [Override(f, v, config_env_var(f)) for f, v in env_values.items()]
-    flags = [Override(f, v, CONFIG_FIELDS[f].flag) for f, v in config_flag_values(args).items()]
-    return env_overrides, flags
+    return resolve_config(saved, [*env_and_flags, Override("resume", str(run_dir), "--resume")])
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from visionops.tracking.connection import check_command_server
+    from visionops.training.checks import check_names
+
     cfg = train_config(args)  # checked here, before a launcher starts any worker
+    check_names(cfg)
+
+    args.tracking_server = check_command_server(cfg.tracking.tracking_uri)
     launched = launch_requested(args, cfg)
     if launched is not None:
         return launched
@@ -75,6 +64,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from visionops.tracking.connection import check_command_server
+
+    args.tracking_server = check_command_server(args.tracking_uri)
     overrides = overrides_from_mapping(
         {
             k: v
@@ -133,6 +125,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from visionops.data.datasets import DATASETS
+
+    specs = DATASETS.entries()
+    payload = {
+        "datasets": [
+            {"name": s.name, "description": s.description, "cacheable": s.cacheable} for s in specs
+        ]
+    }
+    emit([f"{s.name:<12} {s.description}" for s in specs], payload, args.json)
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from visionops.recipes import list_recipes
 
@@ -173,10 +178,8 @@ def cmd_augmentations(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from visionops.data.cache import cache_entries, decoded_source
 
-    env_overrides, flags = _env_and_flag_overrides(args)
-    cfg = resolve_config(
-        TrainConfig(), [*env_overrides, *flags, Override("cache", "disk", "visionops data cache")]
-    )
+    cache_to_disk = Override("cache", "disk", "visionops data cache")
+    cfg = resolve_config(TrainConfig(), [*config_overrides(args), cache_to_disk])
     if args.list:
         entries = list(cache_entries(cfg.data.cache_dir))
         lines = [
@@ -186,11 +189,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         ] or [f"no cached datasets in {cfg.data.cache_dir}"]
         emit(lines, {"entries": entries}, args.json)
         return 0
-    if cfg.data.dataset == "synthetic":
-        raise ConfigError(
-            "the synthetic dataset is generated on the fly; there is nothing to cache"
-        )
-    info = decoded_source(cfg.data).info
+    info = decoded_source(cfg.data).info  # refuses a dataset generated in memory
     payload = asdict(info)
     lines = [
         f"{'reused' if info.reused else 'created'} {info.location}",
@@ -224,6 +223,7 @@ COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "models": cmd_models,
+    "datasets": cmd_datasets,
     "recipes": cmd_recipes,
     "augmentations": cmd_augmentations,
     "data": cmd_data,

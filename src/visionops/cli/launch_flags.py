@@ -10,57 +10,71 @@ The same command then runs as torchrun's workers or as Ray Train's:
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 from visionops.cli.output import emit_train_result
 from visionops.config import TrainConfig
 from visionops.errors import ConfigError
 
-# Each launcher flag and whether it takes a value: the workers' command line drops them.
-LAUNCHER_FLAGS = {
-    "--nproc": True,
-    "--nnodes": True,
-    "--node-rank": True,
-    "--rdzv-endpoint": True,
-    "--rdzv-id": True,
-    "--max-restarts": True,
-    "--ray-workers": True,
-    "--address": True,
-    "--use-gpu": False,
+
+@dataclass(frozen=True)
+class LaunchFlag:
+    """One flag that starts a distributed job; its workers' command line drops it."""
+
+    flag: str
+    launcher: str  # the group it is listed under in --help
+    help: str
+    metavar: str | None = None  # None: a switch that takes no value
+    type: type = str
+
+    @property
+    def takes_value(self) -> bool:
+        return self.metavar is not None
+
+
+_TORCHRUN = "distributed training (torchrun)"
+_RAY = "distributed training (Ray Train)"
+_GROUP_HELP = {
+    _TORCHRUN: "Run the same training on N processes with DDP (gloo on CPU, NCCL on GPUs). "
+    "batch_size stays the global batch; each process takes batch_size / N.",
+    _RAY: "Run the same training as a Ray Train TorchTrainer.",
 }
+
+LAUNCH_FLAGS = (
+    LaunchFlag("--nproc", _TORCHRUN, "processes on this node (one per GPU on GPUs)", "N", int),
+    LaunchFlag("--nnodes", _TORCHRUN, "nodes in the job (default 1)", "M", int),
+    LaunchFlag("--node-rank", _TORCHRUN, "this node's rank; node 0 hosts the rendezvous", "R", int),
+    LaunchFlag("--rdzv-endpoint", _TORCHRUN, "where the nodes meet (c10d rendezvous)", "HOST:PORT"),
+    LaunchFlag("--rdzv-id", _TORCHRUN, "the job's id, the same on every node", "ID"),
+    LaunchFlag(
+        "--max-restarts",
+        _TORCHRUN,
+        "restart the job from its newest checkpoint up to K times when a worker fails "
+        "(also with --ray-workers)",
+        "K",
+        int,
+    ),
+    LaunchFlag("--ray-workers", _RAY, "Ray Train workers", "N", int),
+    LaunchFlag("--address", _RAY, "an existing Ray cluster (default: start a local Ray)", "ADDR"),
+    LaunchFlag("--use-gpu", _RAY, "one GPU per Ray Train worker"),
+)
+
+#: Each launcher flag and whether it takes a value (what worker_argv drops).
+LAUNCHER_FLAGS = {spec.flag: spec.takes_value for spec in LAUNCH_FLAGS}
 
 
 def add_launch_flags(train: argparse.ArgumentParser) -> None:
-    torchrun = train.add_argument_group(
-        "distributed training (torchrun)",
-        "Run the same training on N processes with DDP (gloo on CPU, NCCL on GPUs). "
-        "batch_size stays the global batch; each process takes batch_size / N.",
-    )
-    torchrun.add_argument(
-        "--nproc", type=int, metavar="N", help="processes on this node (one per GPU on GPUs)"
-    )
-    torchrun.add_argument("--nnodes", type=int, metavar="M", help="nodes in the job (default 1)")
-    torchrun.add_argument(
-        "--node-rank", type=int, metavar="R", help="this node's rank; node 0 hosts the rendezvous"
-    )
-    torchrun.add_argument(
-        "--rdzv-endpoint", metavar="HOST:PORT", help="where the nodes meet (c10d rendezvous)"
-    )
-    torchrun.add_argument("--rdzv-id", metavar="ID", help="the job's id, the same on every node")
-    torchrun.add_argument(
-        "--max-restarts",
-        type=int,
-        metavar="K",
-        help="restart the job from its newest checkpoint up to K times when a worker fails "
-        "(also with --ray-workers)",
-    )
-    ray = train.add_argument_group(
-        "distributed training (Ray Train)", "Run the same training as a Ray Train TorchTrainer."
-    )
-    ray.add_argument("--ray-workers", type=int, metavar="N", help="Ray Train workers")
-    ray.add_argument(
-        "--address", metavar="ADDR", help="an existing Ray cluster (default: start a local Ray)"
-    )
-    ray.add_argument("--use-gpu", action="store_true", help="one GPU per Ray Train worker")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for spec in LAUNCH_FLAGS:
+        if spec.launcher not in groups:
+            groups[spec.launcher] = train.add_argument_group(
+                spec.launcher, _GROUP_HELP[spec.launcher]
+            )
+        group = groups[spec.launcher]
+        if spec.takes_value:
+            group.add_argument(spec.flag, type=spec.type, metavar=spec.metavar, help=spec.help)
+        else:
+            group.add_argument(spec.flag, action="store_true", help=spec.help)
 
 
 def launch_requested(args: argparse.Namespace, cfg: TrainConfig) -> int | None:

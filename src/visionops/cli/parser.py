@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable, Mapping
 
 from visionops.cli.launch_flags import add_launch_flags
 from visionops.cli.output import add_json_flag
-from visionops.config import CONFIG_FIELDS, FieldSpec, describe_type
-from visionops.env import config_env_var
+from visionops.config import CONFIG_FIELDS, FieldSpec, Override, describe_type
+from visionops.env import config_env_var, config_overrides_from_env
 
 # Flags of `train` that are not config fields, or config fields with a hand-written flag.
 _SPECIAL = {"resume"}
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the registered model architectures")
     add_json_flag(models)
+    datasets = commands.add_parser("datasets", help="list the datasets --dataset accepts")
+    add_json_flag(datasets)
     recipes = commands.add_parser("recipes", help="list the named training recipes")
     add_json_flag(recipes)
     augmentations = commands.add_parser("augmentations", help="list the training augmentations")
@@ -137,10 +140,22 @@ def _metavar(spec: FieldSpec) -> str:
     )
 
 
-def config_flag_values(args: argparse.Namespace) -> dict[str, object]:
-    """The config fields given on the command line (argparse suppressed the others)."""
-    return {
-        flat: getattr(args, flat)
-        for flat in CONFIG_FIELDS
-        if flat not in _SPECIAL and hasattr(args, flat)
-    }
+def config_overrides(
+    args: argparse.Namespace,
+    fields: Iterable[str] = CONFIG_FIELDS,
+    environ: Mapping[str, str] | None = None,
+) -> list[Override]:
+    """The values of config ``fields`` that ``VISIONOPS_<FIELD>`` variables set, then those the
+    command line set (a later override wins), each naming where it came from.
+
+    A command's flag counts when its parser stored a value for it: ``train`` suppresses unset
+    flags, other commands leave them None.
+    """
+    fields = [flat for flat in fields if flat not in _SPECIAL]
+    from_env = config_overrides_from_env(fields, environ)
+    overrides = [Override(flat, value, config_env_var(flat)) for flat, value in from_env.items()]
+    for flat in fields:
+        value = getattr(args, flat, None)
+        if value is not None:
+            overrides.append(Override(flat, value, CONFIG_FIELDS[flat].flag))
+    return overrides

@@ -88,6 +88,9 @@ def _add_tracking_and_json(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    from visionops.tracking.connection import check_command_server
+
+    args.tracking_server = check_command_server(args.tracking_uri)
     from visionops.registry.policy import PromotionPolicy
     from visionops.registry.promotion import promote
 
@@ -117,6 +120,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from visionops.tracking.connection import check_command_server
+
+    args.tracking_server = check_command_server(args.tracking_uri)
     from visionops.registry.rollback import rollback
 
     result = rollback(args.model, args.alias, tracking_uri=args.tracking_uri)

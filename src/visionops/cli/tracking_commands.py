@@ -53,7 +53,7 @@ def cmd_tracking(args: argparse.Namespace) -> int:
     from visionops.tracking.sender import replay_run
 
     tracking_uri = args.tracking_uri or MLFLOW_TRACKING_URI.get() or None
-    run_dirs = args.run_dirs or _spooled_run_dirs(args.output_dir or _default_output_dir())
+    run_dirs = args.run_dirs or _spooled_run_dirs(args.output_dir or _default_output_dir(args))
     for run_dir in run_dirs:
         if not run_dir.is_dir():
             raise VisionOpsError(f"{run_dir} is not a folder; give a run folder like outputs/<id>")
@@ -85,12 +85,11 @@ def cmd_tracking(args: argparse.Namespace) -> int:
     return EXIT_SOMETHING_REMAINS if unfinished else 0
 
 
-def _default_output_dir() -> Path:
-    from visionops.config import Override, TrainConfig, resolve_config
-    from visionops.env import config_env_var, config_overrides_from_env
+def _default_output_dir(args: argparse.Namespace) -> Path:
+    from visionops.cli.parser import config_overrides
+    from visionops.config import TrainConfig, resolve_config
 
-    values = config_overrides_from_env(["output_dir"])
-    overrides = [Override(f, v, config_env_var(f)) for f, v in values.items()]
+    overrides = config_overrides(args, ["output_dir"])
     return resolve_config(TrainConfig(), overrides).checkpoint.output_dir
 
 

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from visionops import names
 from visionops.cli.output import add_json_flag, emit, mlflow_ui_hint
 
 
@@ -29,8 +30,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     tune.add_argument(
         "--preset",
         default="default",
-        choices=list(PRESETS),
-        help="; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
+        choices=PRESETS.names(),
+        help="; ".join(f"{p.name}: {p.description}" for p in PRESETS.entries())
         + " (default: default)",
     )
     tune.add_argument("--recipe", help="recipe every trial starts from (default: the preset's)")
@@ -93,6 +94,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    from visionops.tracking.connection import check_command_server
+
+    args.tracking_server = check_command_server(args.tracking_uri, config_env=True)
     from visionops.tuning.sweep import resume_sweep, run_sweep
 
     if args.resume is not None:
@@ -102,12 +106,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     payload: dict[str, Any] = {
         "best_config": result.best_config,
         "best_metric": result.best_metric,
-        "metric": "val_accuracy",
+        "metric": names.VAL_ACCURACY,
         "model_uri": result.model_uri,
         "registered_model": {
             "name": result.registered_model,
             "version": result.registered_version,
-            "alias": "candidate",
+            "alias": names.CANDIDATE_ALIAS,
         },
         "parent_run_id": result.parent_run_id,
         "best_run_id": result.best_run_id,
@@ -122,10 +126,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
         f"sweep run:    {result.parent_run_id} ({len(statuses)} trials: "
         + ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
         + ")",
-        f"best val_accuracy: {result.best_metric:.4f} (run {result.best_run_id})",
+        f"best {names.VAL_ACCURACY}: {result.best_metric:.4f} (run {result.best_run_id})",
         *(f"  {name} = {value}" for name, value in (result.best_config or {}).items()),
         f"registered:   {result.registered_model} version {result.registered_version} "
-        "(alias candidate)",
+        f"(alias {names.CANDIDATE_ALIAS})",
         f"model uri:    {result.model_uri}",
         f"sweep folder: {result.sweep_dir} (resume: visionops tune --resume {result.sweep_dir})",
         f"MLflow UI:    {mlflow_ui_hint()}",
@@ -136,8 +140,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def sweep_options(args: argparse.Namespace) -> Any:
     """SweepOptions from the preset, the recipe, VISIONOPS_* variables and the flags."""
-    from visionops.config import CONFIG_FIELDS, Override, resolve_config
-    from visionops.env import config_env_var, config_overrides_from_env
+    from visionops.cli.parser import config_overrides
+    from visionops.config import resolve_config
     from visionops.recipes import get_recipe
     from visionops.tuning.presets import get_preset
     from visionops.tuning.space import create_search_space
@@ -145,13 +149,8 @@ def sweep_options(args: argparse.Namespace) -> Any:
 
     preset = get_preset(args.preset)
     recipe = args.recipe or preset.recipe
-    env_values = config_overrides_from_env(list(CONFIG_FIELDS))
-    overrides = [Override(f, v, config_env_var(f)) for f, v in env_values.items()]
-    for field in ("dataset", "data_dir", "tracking_uri"):
-        value = getattr(args, field)
-        if value is not None:
-            overrides.append(Override(field, value, CONFIG_FIELDS[field].flag))
-    base = resolve_config(get_recipe(recipe), overrides)
+    # VISIONOPS_* variables, then the config flags tune has (--dataset, --data-dir, ...).
+    base = resolve_config(get_recipe(recipe), config_overrides(args))
     return SweepOptions(
         base=base,
         space=create_search_space(recipe, args.space),

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset, Subset
 
 from visionops.config import DataConfig
 from visionops.data.cache import CacheInfo, decoded_source
+from visionops.data.datasets import DATASETS, DatasetSpec, RawSource
 from visionops.data.loaders import (
     Batch,
     ClassicLoader,
@@ -34,6 +35,7 @@ from visionops.data.transforms import build_transform, image_augmentations, list
 from visionops.errors import DataError
 
 __all__ = [
+    "DATASETS",
     "Batch",
     "DataBundle",
     "EpochSampler",
@@ -50,14 +52,28 @@ _DEVICE_MEMORY_SHARE = 0.5  # the device loader may take this share of free devi
 
 @dataclass
 class DataBundle:
-    """The splits of one dataset, as (image, label) items before any transform."""
+    """The splits of one dataset, as (image, label) items before any transform.
 
-    train: Dataset[Any]
-    val: Dataset[Any]
-    test: Dataset[Any] | None
+    ``splits`` holds "train" and "val" (carved from the source's training images) and "test"
+    when the source has one; a bundle built for evaluating a test set alone holds only "test".
+    """
+
+    splits: dict[str, Dataset[Any]]
     classes: tuple[str, ...]
     image_size: int
     cache: CacheInfo | None = None  # where the decoded images came from, when decoded
+
+    @property
+    def train(self) -> Dataset[Any]:
+        return self.split("train")
+
+    @property
+    def val(self) -> Dataset[Any]:
+        return self.split("val")
+
+    @property
+    def test(self) -> Dataset[Any] | None:
+        return self.splits.get("test")
 
     @cached_property
     def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -85,19 +101,15 @@ class DataBundle:
         return len(self.classes)
 
     def split(self, name: str) -> Dataset[Any]:
-        if name == "train":
-            return self.train
-        if name == "val":
-            return self.val
-        if name == "test" and self.test is not None:
-            return self.test
-        raise DataError(
-            f"this dataset has no {name!r} split; available: {', '.join(self.split_names)}"
-        )
+        if name not in self.splits:
+            raise DataError(
+                f"this dataset has no {name!r} split; available: {', '.join(self.split_names)}"
+            )
+        return self.splits[name]
 
     @property
     def split_names(self) -> list[str]:
-        return ["train", "val"] + (["test"] if self.test is not None else [])
+        return list(self.splits)
 
     def tensors(
         self, name: str, positions: torch.Tensor | None = None
@@ -128,36 +140,48 @@ class DataBundle:
         return torch.stack([to_float(self.train[i][0]) for i in positions.tolist()])
 
 
-def build_data(cfg: DataConfig, seed: int) -> DataBundle:
-    """Load ``cfg.dataset`` and carve a validation split that depends only on ``seed``."""
-    full, test, classes, cache = _load_source(cfg, seed)
-    size = _size(full)
-    num_val = max(1, round(size * cfg.val_fraction))
-    if num_val >= size:
-        raise DataError(f"val_fraction={cfg.val_fraction} leaves no training images out of {size}")
-    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
-    train, val = Subset(full, order[num_val:]), Subset(full, order[:num_val])
-    return DataBundle(train, val, test, classes, cfg.image_size, cache)
+def build_data(cfg: DataConfig, seed: int, *, need_train: bool = True) -> DataBundle:
+    """Load ``cfg.dataset`` and carve a validation split that depends only on ``seed``.
+
+    With ``need_train=False`` (evaluation), a source without training images gives a bundle
+    of its test split alone.
+
+    Raises:
+        ConfigError: ``cfg.dataset`` is not a registered dataset.
+        DataError: the data is missing or unreadable, or has no training images although
+            ``need_train`` asks for them.
+    """
+    spec = DATASETS.get(cfg.dataset)
+    source, cache = _load_source(spec, cfg, seed)
+    splits: dict[str, Dataset[Any]] = {}
+    full = source.splits.get("train")
+    if full is not None:
+        size = _size(full)
+        num_val = max(1, round(size * cfg.val_fraction))
+        if num_val >= size:
+            raise DataError(
+                f"val_fraction={cfg.val_fraction} leaves no training images out of {size}"
+            )
+        order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
+        splits = {"train": Subset(full, order[num_val:]), "val": Subset(full, order[:num_val])}
+    elif need_train:
+        raise DataError(
+            f"dataset {cfg.dataset!r} in {cfg.data_dir} has only a "
+            f"{' and '.join(source.splits)} split and no training images, which training "
+            f"needs ({spec.name}: {spec.description})"
+        )
+    if "test" in source.splits:
+        splits["test"] = source.splits["test"]
+    return DataBundle(splits, source.classes, cfg.image_size, cache)
 
 
 def _load_source(
-    cfg: DataConfig, seed: int
-) -> tuple[Dataset[Any], Dataset[Any] | None, tuple[str, ...], CacheInfo | None]:
-    if cfg.dataset == "synthetic":
-        from visionops.data.synthetic import CLASS_NAMES, make_synthetic
-
-        images, labels = make_synthetic(cfg.synthetic_size, seed=seed, image_size=cfg.image_size)
-        return TensorImageDataset(images, labels), None, CLASS_NAMES, None
-    if cfg.cache != "off":
+    spec: DatasetSpec, cfg: DataConfig, seed: int
+) -> tuple[RawSource, CacheInfo | None]:
+    if spec.cacheable and cfg.cache != "off":
         decoded = decoded_source(cfg)
-        return decoded.splits["train"], decoded.splits.get("test"), decoded.classes, decoded.info
-    if cfg.dataset == "cifar10":
-        from visionops.data.cifar10 import load_cifar10
-
-        return (*load_cifar10(cfg.data_dir, cfg.download), None)
-    from visionops.data.imagefolder import load_imagefolder
-
-    return (*load_imagefolder(cfg.data_dir), None)
+        return RawSource(dict(decoded.splits), decoded.classes), decoded.info
+    return spec.load(cfg, seed), None
 
 
 def _size(dataset: Dataset[Any]) -> int:

@@ -28,14 +28,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from visionops.config import DataConfig
+from visionops.data.datasets import DATASETS, DatasetSpec
 from visionops.data.tensor_dataset import TensorImageDataset
-from visionops.errors import DataError
+from visionops.errors import ConfigError, DataError
 
 logger = logging.getLogger("visionops.data")
 
 #: Bump when the decoded format changes: older cache folders are then ignored.
 CACHE_FORMAT = 1
-_SPLITS = ("train", "test")
 
 
 @dataclass(frozen=True)
@@ -50,22 +50,26 @@ class CacheInfo:
 
 @dataclass(frozen=True)
 class DecodedSource:
-    splits: dict[str, TensorImageDataset]  # "train" and, when the source has one, "test"
+    splits: dict[str, TensorImageDataset]  # the source's raw splits: "train" and/or "test"
     classes: tuple[str, ...]
     info: CacheInfo
 
 
 def decoded_source(cfg: DataConfig) -> DecodedSource:
-    """``cfg.dataset`` from ``cfg.data_dir`` as uint8 tensors, from the cache when possible."""
-    start = time.perf_counter()
-    if cfg.dataset == "cifar10":
-        from visionops.data.cifar10 import cifar10_files
+    """``cfg.dataset`` from ``cfg.data_dir`` as uint8 tensors, from the cache when possible.
 
-        files = cifar10_files(cfg.data_dir, cfg.download)
-    elif cfg.dataset == "imagefolder":
-        files = _imagefolder_files(cfg.data_dir)
-    else:
-        raise ValueError(f"{cfg.dataset} is generated, not decoded")
+    Raises:
+        ConfigError: the dataset is unknown, or generated in memory (nothing to cache).
+    """
+    start = time.perf_counter()
+    spec = DATASETS.get(cfg.dataset)
+    if spec.files is None:
+        cacheable = [s.name for s in DATASETS.entries() if s.cacheable]
+        raise ConfigError(
+            f"dataset {cfg.dataset!r} is generated in memory, so there is nothing to cache; "
+            f"datasets read from files: {', '.join(cacheable)}"
+        )
+    files = spec.files(cfg)
     key = _cache_key(cfg, files)
     folder = cfg.cache_dir.expanduser() / f"{cfg.dataset}-{key[:20]}"
 
@@ -73,11 +77,11 @@ def decoded_source(cfg: DataConfig) -> DecodedSource:
         if (folder / "meta.json").is_file():
             splits, classes = _read(folder)
             return DecodedSource(splits, classes, _info(str(folder), key, True, splits, start))
-        splits, classes = _decode(cfg)
+        splits, classes = _decode(cfg, spec)
         _write(folder, splits, classes, key, cfg)
         splits, classes = _read(folder)  # memory-mapped: the decoded copy can be freed
         return DecodedSource(splits, classes, _info(str(folder), key, False, splits, start))
-    splits, classes = _decode(cfg)
+    splits, classes = _decode(cfg, spec)
     return DecodedSource(splits, classes, _info("memory", key, False, splits, start))
 
 
@@ -110,29 +114,17 @@ def _cache_key(cfg: DataConfig, files: list[Path]) -> str:
     return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
 
 
-def _imagefolder_files(data_dir: Path) -> list[Path]:
-    from visionops.data.imagefolder import load_imagefolder
-
-    train, test, _ = load_imagefolder(data_dir)
-    return [Path(path) for split in (train, test) if split for path, _ in split.samples]
-
-
-def _decode(cfg: DataConfig) -> tuple[dict[str, TensorImageDataset], tuple[str, ...]]:
-    if cfg.dataset == "cifar10":
-        from visionops.data.cifar10 import load_cifar10
-
-        train, test, classes = load_cifar10(cfg.data_dir, cfg.download)
-        splits = {"train": train, "test": test}
-        return {name: _resized(split, cfg.image_size) for name, split in splits.items()}, classes
-
-    from visionops.data.imagefolder import load_imagefolder
-
-    train_folder, test_folder, classes = load_imagefolder(cfg.data_dir)
-    logger.info("decoding %d images from %s", len(train_folder), cfg.data_dir)
-    decoded = {"train": _decode_images(train_folder, cfg.image_size)}
-    if test_folder is not None:
-        decoded["test"] = _decode_images(test_folder, cfg.image_size)
-    return decoded, classes
+def _decode(
+    cfg: DataConfig, spec: DatasetSpec
+) -> tuple[dict[str, TensorImageDataset], tuple[str, ...]]:
+    source = spec.load(cfg, 0)  # a dataset read from files does not depend on the seed
+    decoded = {}
+    for name, split in source.splits.items():
+        if isinstance(split, TensorImageDataset):  # already uint8 tensors (CIFAR-10)
+            decoded[name] = _resized(split, cfg.image_size)
+        else:
+            decoded[name] = _decode_images(split, cfg.image_size, f"{name} from {cfg.data_dir}")
+    return decoded, source.classes
 
 
 def _resized(split: TensorImageDataset, image_size: int) -> TensorImageDataset:
@@ -159,7 +151,8 @@ class _Decoded(Dataset[tuple[torch.Tensor, int]]):
         return self.decode(image).as_subclass(torch.Tensor), label
 
 
-def _decode_images(folder: Any, image_size: int) -> TensorImageDataset:
+def _decode_images(folder: Any, image_size: int, what: str) -> TensorImageDataset:
+    logger.info("decoding %d images (%s)", len(folder), what)
     workers = min(4, os.cpu_count() or 1) if len(folder) > 2000 else 0
     loader = DataLoader(_Decoded(folder, image_size), batch_size=512, num_workers=workers)
     images, labels = zip(*loader, strict=True)

@@ -1,6 +1,6 @@
 """Training and evaluation batches, ready on the training device.
 
-Two training loaders with the same interface (``set_epoch``, iteration, ``state_dict``):
+Two training loaders with the same interface (``set_epoch``, iteration, ``len``):
 
 - ``DeviceLoader``: the decoded uint8 dataset lives on the training device; each batch is a
   gather plus batched augmentation ops, with no per-sample Python and no worker processes.
@@ -33,7 +33,6 @@ class TrainBatches(Protocol):
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None: ...
     def __iter__(self) -> Iterator[Batch]: ...
     def __len__(self) -> int: ...
-    def state_dict(self) -> dict[str, int]: ...
 
 
 def _batch_key(batch: int, rank: int, num_ranks: int) -> int:
@@ -129,9 +128,6 @@ class DeviceLoader:
         images = _to_float(images).contiguous(memory_format=self.memory_format)
         return self.mix(images, self.labels[indices], epoch, batch)
 
-    def state_dict(self) -> dict[str, int]:
-        return {"seed": self.seed, "epoch": self.sampler.epoch, "start_batch": self.start_batch}
-
 
 class ClassicLoader:
     def __init__(
@@ -178,9 +174,6 @@ class ClassicLoader:
         batches = _to_device(iter(self.loader), self.device, self.memory_format)
         for batch, (images, labels) in enumerate(batches, start=self.start_batch):
             yield self.mix(images, labels, epoch, batch)
-
-    def state_dict(self) -> dict[str, int]:
-        return {"seed": self.seed, "epoch": self.sampler.epoch, "start_batch": self.start_batch}
 
 
 def data_loader(

@@ -63,9 +63,6 @@ class EpochSampler(Sampler[SampleKey]):
     def __len__(self) -> int:
         return len(range(self.start + self.rank, self.samples_per_epoch, self.num_ranks))
 
-    def state_dict(self) -> dict[str, int]:
-        return {"seed": self.seed, "epoch": self.epoch, "start": self.start}
-
 
 class AugmentedDataset(Dataset[tuple[torch.Tensor, int]]):
     """Applies ``transform`` to a dataset of (image, label); keyed items get seeded randomness."""

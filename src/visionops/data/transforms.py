@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 from torchvision.transforms import v2
 
+from visionops._registry import Registry
 from visionops.data import batched
 
 if TYPE_CHECKING:
@@ -49,30 +50,23 @@ class Augmentation:
         return self.batch_mix is None
 
 
-_AUGMENTATIONS: dict[str, Augmentation] = {}
+AUGMENTATIONS: Registry[Augmentation] = Registry("augmentation")
 
 
 def register_augmentation(augmentation: Augmentation) -> Augmentation:
-    if augmentation.name in _AUGMENTATIONS:
-        raise ValueError(f"augmentation {augmentation.name!r} is registered twice")
-    _AUGMENTATIONS[augmentation.name] = augmentation
-    return augmentation
+    return AUGMENTATIONS.register(augmentation.name, augmentation)
 
 
 def list_augmentations() -> list[str]:
-    return sorted(_AUGMENTATIONS)
+    return AUGMENTATIONS.names()
 
 
 def augmentation_specs() -> list[Augmentation]:
-    return [_AUGMENTATIONS[name] for name in list_augmentations()]
+    return AUGMENTATIONS.entries()
 
 
 def get_augmentation(name: str) -> Augmentation:
-    if name not in _AUGMENTATIONS:
-        raise ValueError(
-            f"unknown augmentation {name!r}; available: {', '.join(list_augmentations())}"
-        )
-    return _AUGMENTATIONS[name]
+    return AUGMENTATIONS.get(name)
 
 
 def _cutout_area(cfg: DataConfig) -> float:

@@ -1,8 +1,19 @@
 """What a job whose processes Ray starts needs: a Ray to run on and settings that travel.
 
 Ray runs a Tune trial or a Train worker in a process of its own, in another working folder and
-possibly on another machine, so a relative path means something else there and the shell's
-environment is not inherited by default.
+possibly on another machine, so a relative path means something else there.
+
+Settings reach those processes in two ways, and secrets only by the first:
+
+- **The processes' own environment.** A local Ray (no ``--address``) is started by this process,
+  and its workers inherit this environment, credentials included (``MLFLOW_TRACKING_PASSWORD``,
+  ``AWS_*`` keys). On a cluster, each node's environment is what ``ray start`` was run with:
+  put the tracking credentials there (a systemd unit's ``EnvironmentFile``, or a Kubernetes
+  Secret mounted as environment variables of the Ray pods).
+- **Ray's runtime environment**, for the non-secret settings the job needs on every node
+  (``WORKER_SETTINGS``). Ray shows a job's runtime environment in its job information and
+  dashboard, so nothing else goes there: no password, token or key, and never the team
+  server's admin password.
 
     with ray_session(address=None, num_cpus=None):   # a local Ray with all CPUs
         ...
@@ -10,18 +21,42 @@ environment is not inherited by default.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import mlflow
-
+from visionops import env
 from visionops.config import TrainConfig
+from visionops.tracking.client import resolve_tracking_uri
 
-# Variables Ray's worker processes need to reach the same tracking server and artifact store.
-FORWARDED_ENV_PREFIXES = ("MLFLOW_", "VISIONOPS_", "AWS_")
+#: What Ray's worker processes are sent from this process's environment (when set): where to
+#: track and store artifacts, and how to show progress. Credentials are not among them.
+WORKER_SETTINGS: tuple[env.EnvVar[Any], ...] = (
+    env.MLFLOW_TRACKING_URI,
+    env.MLFLOW_EXPERIMENT_NAME,
+    env.MLFLOW_EXPERIMENT_ID,
+    env.MLFLOW_S3_ENDPOINT_URL,
+    env.AWS_DEFAULT_REGION,
+    env.PROGRESS,
+)
+
+
+def worker_runtime_env(
+    setup_hook: str | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The runtime environment of a Ray job: ``WORKER_SETTINGS`` that are set, and
+    ``setup_hook`` (``module.function``), if given, to run in every worker first."""
+    source = env.environ_or_process(environ)
+    forwarded = {
+        var.name: source[var.name]
+        for var in WORKER_SETTINGS
+        if var.is_set(source) and not var.secret  # a secret here would be on show in Ray
+    }
+    runtime_env: dict[str, Any] = {"env_vars": forwarded}
+    if setup_hook is not None:
+        runtime_env["worker_process_setup_hook"] = setup_hook
+    return runtime_env
 
 
 @contextmanager
@@ -29,26 +64,18 @@ def ray_session(
     address: str | None, num_cpus: int | None, setup_hook: str | None = None
 ) -> Iterator[None]:
     """Connect to ``address`` (or start a local Ray) unless this process already has one;
-    shut down only what was started here.
-
-    The ``MLFLOW_*``, ``VISIONOPS_*`` and ``AWS_*`` variables of this process are passed on to
-    every process of the Ray job, and ``setup_hook`` (``module.function``), if given, runs in
-    each of them before anything else.
-    """
+    shut down only what was started here. See the module docstring for what reaches the
+    workers."""
     import ray
 
     if ray.is_initialized():
         yield
         return
-    forwarded = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
-    runtime_env: dict[str, Any] = {"env_vars": forwarded}
-    if setup_hook is not None:
-        runtime_env["worker_process_setup_hook"] = setup_hook
     ray.init(
         address=address,
         num_cpus=None if address else num_cpus,
         include_dashboard=False,
-        runtime_env=runtime_env,
+        runtime_env=worker_runtime_env(setup_hook),
     )
     try:
         yield
@@ -59,7 +86,7 @@ def ray_session(
 def absolute_tracking_uri(cfg: TrainConfig) -> str:
     """The tracking URI every process of the job must use, absolute so it means the same from
     any folder."""
-    uri = cfg.tracking.tracking_uri or mlflow.get_tracking_uri()
+    uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         # Ray's processes run in their own working folders: a relative SQLite path would give

@@ -11,16 +11,13 @@ with ``--node-rank 0`` hosts the rendezvous store on HOST:PORT.
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from dataclasses import dataclass
 
+from visionops import env
 from visionops.errors import ConfigError, TrainingInterrupted, VisionOpsError
 
 logger = logging.getLogger(__name__)
-
-#: torch's switch for the rendezvous store the launcher shares with its workers (1: not shared).
-SHARED_STORE_OFF = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
 
 
 class DistributedJobFailed(VisionOpsError):
@@ -91,7 +88,7 @@ def launch_torchrun(options: TorchrunOptions, worker_argv: list[str]) -> None:
         # workers read their predecessors' gloo/NCCL addresses from it and fail to connect
         # (pytorch/pytorch#135712, still so in torch 2.14); unshared, every attempt gets a
         # fresh store, which its own rank 0 hosts.
-        os.environ.setdefault(SHARED_STORE_OFF, "1")
+        env.SHARE_RDZV_STORE_OFF.set_default("1")
     args = get_args_parser().parse_args(torchrun_arguments(options, worker_argv))
     try:
         run(args)

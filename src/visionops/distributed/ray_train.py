@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from visionops.config import TrainConfig, config_to_dict, with_fields
+from visionops.config import TrainConfig, config_to_dict, with_run_options
 from visionops.distributed.cluster import absolute_tracking_uri, ray_session
 from visionops.distributed.launch import DistributedJobFailed
 from visionops.distributed.ray_logging import SETUP_HOOK
@@ -147,7 +147,7 @@ def _train_worker(config: dict[str, Any]) -> TrainResult | None:
         with restored.as_directory() as folder:
             checkpoint = unpack_checkpoint(Path(folder), cfg.checkpoint.output_dir)
         # The run folder, not the file: its newest valid checkpoint may be newer still.
-        cfg = with_fields(cfg, resume=str(checkpoint.parent.parent))
+        cfg = with_run_options(cfg, resume=str(checkpoint.parent.parent))
         logger.warning("Ray Train restarted the job from its checkpoint %s", checkpoint.name)
 
     def report(end: EpochEnd) -> None:
@@ -176,7 +176,7 @@ def _portable(cfg: TrainConfig) -> TrainConfig:
     resume = cfg.checkpoint.resume
     if resume is not None and Path(resume).expanduser().exists():  # a path, not 'latest' or an id
         fields["resume"] = str(Path(resume).expanduser().resolve())
-    return with_fields(cfg, **fields)
+    return with_run_options(cfg, **fields)
 
 
 def _job_failure(failure: Any) -> VisionOpsError:

@@ -11,6 +11,7 @@ from visionops.models import (  # noqa: F401  (register the models)
 )
 from visionops.models.classifier import ImageClassifier
 from visionops.models.registry import (
+    MODELS,
     ModelSpec,
     create_model,
     list_models,
@@ -19,6 +20,7 @@ from visionops.models.registry import (
 )
 
 __all__ = [
+    "MODELS",
     "ImageClassifier",
     "ModelSpec",
     "create_model",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from visionops._registry import Registry
 from visionops.errors import ConfigError
 
 ModelFactory = Callable[..., nn.Module]
@@ -19,8 +20,17 @@ class ModelSpec:
     description: str
     supports_width: bool
 
+    def check_width(self, width_multiplier: float) -> None:
+        """Raise a ``ConfigError`` unless this model can be built ``width_multiplier`` wide."""
+        if width_multiplier != 1.0 and not self.supports_width:
+            raise ConfigError(
+                f"model {self.name!r} has a fixed width; width_multiplier must be 1.0 "
+                f"(models with a width option: "
+                f"{', '.join(s.name for s in MODELS.entries() if s.supports_width)})"
+            )
 
-_REGISTRY: dict[str, ModelSpec] = {}
+
+MODELS: Registry[ModelSpec] = Registry("model")
 
 
 def register_model(
@@ -29,20 +39,18 @@ def register_model(
     """Register ``factory(num_classes, small_input_stem, width_multiplier)`` under ``name``."""
 
     def decorate(factory: ModelFactory) -> ModelFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelSpec(name, factory, description, supports_width)
+        MODELS.register(name, ModelSpec(name, factory, description, supports_width))
         return factory
 
     return decorate
 
 
 def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def model_specs() -> list[ModelSpec]:
-    return [_REGISTRY[name] for name in list_models()]
+    return MODELS.entries()
 
 
 def create_model(
@@ -53,15 +61,8 @@ def create_model(
     width_multiplier: float = 1.0,
 ) -> nn.Module:
     """Build a freshly initialised network that maps images to ``num_classes`` logits."""
-    spec = _REGISTRY.get(name)
-    if spec is None:
-        raise ConfigError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
-    if width_multiplier != 1.0 and not spec.supports_width:
-        raise ConfigError(
-            f"model {name!r} has a fixed width; width_multiplier must be 1.0 "
-            f"(models with a width option: "
-            f"{', '.join(s.name for s in model_specs() if s.supports_width)})"
-        )
+    spec = MODELS.get(name)
+    spec.check_width(width_multiplier)
     return spec.factory(
         num_classes=num_classes,
         small_input_stem=small_input_stem,

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from visionops._registry import Registry
 from visionops.config import TrainConfig
-from visionops.errors import ConfigError
 
 RecipeFactory = Callable[[], TrainConfig]
 
@@ -23,27 +23,25 @@ class Recipe:
     factory: RecipeFactory
 
 
-_RECIPES: dict[str, Recipe] = {}
+RECIPES: Registry[Recipe] = Registry("recipe")
 
 
 def recipe(name: str, description: str) -> Callable[[RecipeFactory], RecipeFactory]:
+    """Register the decorated function as the recipe ``name``."""
+
     def decorate(factory: RecipeFactory) -> RecipeFactory:
-        _RECIPES[name] = Recipe(name, description, factory)
+        RECIPES.register(name, Recipe(name, description, factory))
         return factory
 
     return decorate
 
 
 def list_recipes() -> list[Recipe]:
-    return [_RECIPES[name] for name in sorted(_RECIPES)]
+    return RECIPES.entries()
 
 
 def get_recipe(name: str) -> TrainConfig:
-    if name not in _RECIPES:
-        raise ConfigError(
-            f"unknown recipe {name!r}; available recipes: {', '.join(sorted(_RECIPES))}"
-        )
-    return _RECIPES[name].factory()
+    return RECIPES.get(name).factory()
 
 
 from visionops.recipes import basic, cifar10  # noqa: E402, F401  (registers the recipes)

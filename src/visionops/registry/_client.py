@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import getpass
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
-import mlflow
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from visionops import env
 from visionops.errors import VisionOpsError
+from visionops.tracking.client import tracking_client
+from visionops.tracking.connection import tracking_error
 
 # MLflow's own rules for alias names (mlflow.utils.validation), checked before anything is
 # written so that a bad alias fails before the gate spends time measuring latency.
@@ -27,28 +28,19 @@ class RegistryError(VisionOpsError):
 
 
 def registry_client(tracking_uri: str | None) -> MlflowClient:
-    """A client for ``tracking_uri`` (default: MLflow's own resolution, MLFLOW_TRACKING_URI).
-
-    The global URI is set too, because ``mlflow.pytorch.load_model("models:/...")`` reads it.
-    """
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    return MlflowClient()
+    """A registry client for ``tracking_uri`` (default: MLflow's own resolution)."""
+    return tracking_client(tracking_uri)
 
 
 @contextmanager
-def mlflow_errors(action: str) -> Iterator[None]:
+def mlflow_errors(action: str, tracking_uri: str) -> Iterator[None]:
     """Turn MLflow's exceptions (missing model, HTTP 401/403, ...) into one-line user errors."""
     try:
         yield
     except MlflowException as exc:
-        if exc.error_code == "UNAUTHENTICATED":
-            detail = (
-                "the server did not accept the credentials (401); set "
-                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
-            )
-        elif exc.error_code == "PERMISSION_DENIED":
-            detail = "permission denied (403); moving aliases needs EDIT on the registered model"
+        refusal = tracking_error(exc, tracking_uri)
+        if refusal is not None:
+            detail = str(refusal)
         else:
             text = str(exc.message).strip()
             detail = text.splitlines()[0] if text else repr(exc)
@@ -110,7 +102,7 @@ def registered_model(client: MlflowClient, name: str) -> RegisteredModel:
 
 def acting_user() -> str:
     """Who promotes: the tracking server user when there is one, else the OS user."""
-    return os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
+    return env.MLFLOW_TRACKING_USERNAME.get() or getpass.getuser()
 
 
 def utc_now() -> str:

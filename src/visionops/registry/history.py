@@ -20,9 +20,10 @@ from dataclasses import asdict, dataclass, replace
 
 from mlflow.tracking import MlflowClient
 
+from visionops import names
 from visionops.registry._client import RegistryError
 
-HISTORY_TAG_PREFIX = "visionops.alias_history."
+HISTORY_TAG_PREFIX = names.ALIAS_HISTORY_TAG_PREFIX
 
 #: Entries kept; older moves are dropped first.
 MAX_ENTRIES = 50

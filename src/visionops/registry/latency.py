@@ -8,9 +8,11 @@ policy's, one by default: a serving worker's setting).
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -19,6 +21,7 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from visionops.registry._client import RegistryError
+from visionops.tracking.client import download_model, model_metadata
 
 #: Untimed passes first: the first calls allocate buffers and pick kernels.
 WARMUP_RUNS = 10
@@ -35,14 +38,24 @@ class LatencyStats:
 
 
 def measure_latency(
-    model_uri: str, num_runs: int, num_threads: int, num_warmup: int = WARMUP_RUNS
+    model_uri: str,
+    tracking_uri: str,
+    num_runs: int,
+    num_threads: int,
+    num_warmup: int = WARMUP_RUNS,
 ) -> LatencyStats:
-    """Load ``model_uri`` on the CPU and time ``num_runs`` single-image forward passes."""
-    shape = batch_one_shape(model_uri)
-    try:
-        model = mlflow.pytorch.load_model(model_uri, device="cpu")
-    except (MlflowException, OSError) as exc:
-        raise RegistryError(f"cannot load {model_uri} to measure its latency: {exc}") from exc
+    """Load ``model_uri`` (from the registry at ``tracking_uri``) on the CPU and time
+    ``num_runs`` single-image forward passes."""
+    with tempfile.TemporaryDirectory(prefix="visionops-latency-") as folder:
+        try:
+            model_dir = download_model(model_uri, tracking_uri, Path(folder))
+        except (MlflowException, OSError) as exc:
+            raise RegistryError(f"cannot read the model at {model_uri}: {exc}") from exc
+        shape = batch_one_shape(model_uri, model_dir)
+        try:
+            model = mlflow.pytorch.load_model(str(model_dir), device="cpu")
+        except (MlflowException, OSError) as exc:
+            raise RegistryError(f"cannot load {model_uri} to measure its latency: {exc}") from exc
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(num_threads)
     try:
@@ -74,13 +87,14 @@ def time_forward(
     )
 
 
-def batch_one_shape(model_uri: str) -> tuple[int, ...]:
-    """The input shape from the model's signature with the batch dimension set to 1."""
+def batch_one_shape(model_uri: str, model_dir: Path) -> tuple[int, ...]:
+    """The input shape from the signature of the model downloaded from ``model_uri`` to
+    ``model_dir``, with the batch dimension set to 1."""
     try:
-        info = mlflow.models.get_model_info(model_uri)
+        signature = model_metadata(model_dir).signature
     except (MlflowException, OSError) as exc:
         raise RegistryError(f"cannot read the model at {model_uri}: {exc}") from exc
-    inputs = info.signature.inputs.to_dict() if info.signature and info.signature.inputs else []
+    inputs = signature.inputs.to_dict() if signature and signature.inputs else []
     shape = inputs[0].get("tensor-spec", {}).get("shape") if len(inputs) == 1 else None
     if not shape or any(dim < 1 for dim in shape[1:]):
         raise RegistryError(

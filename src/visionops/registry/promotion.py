@@ -16,6 +16,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from visionops import names
 from visionops.registry._client import (
     RegistryError,
     acting_user,
@@ -30,8 +31,8 @@ from visionops.registry.history import load_history, save_history
 from visionops.registry.latency import LatencyStats, measure_latency
 from visionops.registry.policy import PromotionPolicy
 
-PROMOTION_TAG_PREFIX = "visionops.promotion."
-VAL_ACCURACY_METRIC = "val/accuracy"
+PROMOTION_TAG_PREFIX = names.PROMOTION_TAG_PREFIX
+VAL_ACCURACY_METRIC = names.VAL_ACCURACY
 # Round-off must not reject a candidate exactly at the margin (0.9 - 0.005 != 0.895 in floats).
 _ACCURACY_TOLERANCE = 1e-9
 
@@ -125,7 +126,8 @@ def promote(
     version = str(version)
     check_alias(alias)
     client = registry_client(tracking_uri)
-    with mlflow_errors(f"cannot promote version {version} of {name!r} to {alias!r}"):
+    action = f"cannot promote version {version} of {name!r} to {alias!r}"
+    with mlflow_errors(action, client.tracking_uri):
         candidate = existing_version(client, name, version)
         holder = current_holder(client, name, alias)
         unchanged = PromotionResult(
@@ -150,7 +152,7 @@ def promote(
             _require_accuracy(name, version, candidate_accuracy, "the candidate")
             if holder is not None:
                 _require_accuracy(name, holder, incumbent_accuracy, f"{alias!r}'s holder")
-        latency = _measured_latency(f"models:/{name}/{version}", policy, force)
+        latency = _measured_latency(f"models:/{name}/{version}", client, policy, force)
         evidence = replace(
             unchanged,
             candidate_accuracy=candidate_accuracy,
@@ -251,9 +253,13 @@ def _require_accuracy(name: str, version: str, accuracy: float | None, role: str
         )
 
 
-def _measured_latency(model_uri: str, policy: PromotionPolicy, force: bool) -> LatencyStats | None:
+def _measured_latency(
+    model_uri: str, client: MlflowClient, policy: PromotionPolicy, force: bool
+) -> LatencyStats | None:
     try:
-        return measure_latency(model_uri, policy.latency_runs, policy.latency_threads)
+        return measure_latency(
+            model_uri, client.tracking_uri, policy.latency_runs, policy.latency_threads
+        )
     except RegistryError:
         if force:  # recorded as a gate failure that --force overrides
             return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from visionops import names
 from visionops.registry._client import (
     RegistryError,
     acting_user,
@@ -23,7 +24,7 @@ from visionops.registry._client import (
 )
 from visionops.registry.history import load_history, save_history
 
-ROLLBACK_TAG_PREFIX = "visionops.rollback."
+ROLLBACK_TAG_PREFIX = names.ROLLBACK_TAG_PREFIX
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def rollback(name: str, alias: str, tracking_uri: str | None = None) -> Rollback
     """Point ``alias`` of ``name`` at its previous holder; record the move in history and tags."""
     check_alias(alias)
     client = registry_client(tracking_uri)
-    with mlflow_errors(f"cannot roll back {alias!r} of {name!r}"):
+    with mlflow_errors(f"cannot roll back {alias!r} of {name!r}", client.tracking_uri):
         holder = current_holder(client, name, alias)
         if holder is None:
             raise RegistryError(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from visionops import env
 from visionops.errors import VisionOpsError
 
 #: MLflow's built-in admin password; a server that still uses it is open to anyone.
@@ -67,7 +68,7 @@ class ServerSettings(BaseModel):
             variable = env_var(name)
             if environ.get(variable):
                 values[name] = environ[variable]
-        password_file = environ.get("VISIONOPS_ADMIN_PASSWORD_FILE")
+        password_file = env.ADMIN_PASSWORD_FILE.get(environ)
         if password_file and "admin_password" not in values:
             try:
                 values["admin_password"] = Path(password_file).read_text().strip()
@@ -88,7 +89,7 @@ class ServerSettings(BaseModel):
         environ = os.environ if environ is None else environ
         if self.artifacts_destination:
             return self.artifacts_destination
-        if environ.get("MLFLOW_S3_ENDPOINT_URL"):
+        if env.MLFLOW_S3_ENDPOINT_URL.is_set(environ):
             return "s3://mlflow-artifacts"
         return str((self.state_dir / "artifacts").resolve())
 
@@ -111,8 +112,9 @@ class ServerSettings(BaseModel):
     def secret_key(self) -> str:
         """The Flask secret key for the auth app's CSRF protection, kept across restarts so
         every worker and every restart agree on it (MLFLOW_FLASK_SERVER_SECRET_KEY wins)."""
-        if os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
-            return os.environ["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+        configured = env.MLFLOW_FLASK_SERVER_SECRET_KEY.get()
+        if configured:
+            return configured
         path = self.state_dir / "flask-secret-key"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from visionops import env
 from visionops.errors import VisionOpsError
 from visionops.server.settings import PERMISSIONS
 
 #: Where ``create-user`` finds the new user's password when no ``--password-file`` is given.
-NEW_USER_PASSWORD_ENV = "VISIONOPS_NEW_USER_PASSWORD"
+NEW_USER_PASSWORD_ENV = env.NEW_USER_PASSWORD.name
 
 #: The permission MLflow stores for each level visionops offers. MLflow 3.17 refuses a
 #: NO_PERMISSIONS grant on a resource (an absent grant plus the default permission already
@@ -70,7 +71,7 @@ class UserAdmin:
     """The basic-auth client for one server; credentials come from MLflow's variables."""
 
     def __init__(self, tracking_uri: str | None = None) -> None:
-        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        uri = tracking_uri or env.MLFLOW_TRACKING_URI.get()
         if not uri:
             raise UserAdminError(
                 "no tracking server: pass --tracking-uri or set MLFLOW_TRACKING_URI"
@@ -189,35 +190,27 @@ def _translated(server: str, action: str, username: str | None = None) -> Iterat
     from mlflow.exceptions import MlflowException
     from requests import RequestException
 
+    from visionops.tracking.connection import tracking_error, unreachable_message
+
     try:
         yield
     except MlflowException as error:
+        # A refused login or permission, or no answer, reads as in every other command.
+        refusal = tracking_error(error, server)
+        if refusal is not None:
+            raise UserAdminError(f"{action}: {refusal}") from error
         raise UserAdminError(_message(server, action, username, error)) from error
     except RequestException as error:
-        raise UserAdminError(f"{action}: cannot reach {server} ({error})") from error
+        raise UserAdminError(f"{action}: {unreachable_message(server, error)}") from error
 
 
 def _message(server: str, action: str, username: str | None, error: Any) -> str:
     code = error.error_code
-    caller = os.environ.get("MLFLOW_TRACKING_USERNAME")
     detail = _first_line(str(error.message))
-    if code == "UNAUTHENTICATED":
-        return (
-            f"{action}: {server} did not accept the credentials (401); set "
-            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
-        )
-    if code == "PERMISSION_DENIED":
-        who = f"user {caller!r}" if caller else "this user"
-        return (
-            f"{action}: permission denied (403); {who} needs to be an admin, or to have "
-            "MANAGE on the resource for grants"
-        )
     if code == "RESOURCE_ALREADY_EXISTS" and username:
         return f"{action}: user {username!r} already exists"
     if code == "RESOURCE_DOES_NOT_EXIST" and username and "username" in detail:
         return f"{action}: no user {username!r} on {server}"
-    if "Max retries exceeded" in detail or "Connection refused" in detail:
-        return f"{action}: cannot reach {server}"
     return f"{action}: {detail}"
 
 
@@ -241,7 +234,7 @@ def new_user_password(
         except OSError as error:
             raise UserAdminError(f"--password-file {password_file}: {error.strerror}") from error
         source = f"--password-file {password_file}"
-    elif environ.get(NEW_USER_PASSWORD_ENV):
+    elif env.NEW_USER_PASSWORD.is_set(environ):
         password, source = environ[NEW_USER_PASSWORD_ENV], NEW_USER_PASSWORD_ENV
     elif stdin.isatty():
         password = getpass.getpass("new user's password: ")

@@ -10,9 +10,17 @@ from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
 from torch import nn
 
+from visionops.tracking.client import process_tracking_uri
 
-def log_model(model: nn.Module, example_images: torch.Tensor, register_as: str | None) -> ModelInfo:
-    """Log ``model`` (float32 images in [0, 1], NCHW -> logits) to the active run.
+
+def log_model(
+    model: nn.Module,
+    example_images: torch.Tensor,
+    register_as: str | None,
+    run_id: str,
+    tracking_uri: str,
+) -> ModelInfo:
+    """Log ``model`` (float32 images in [0, 1], NCHW -> logits) to run ``run_id``.
 
     The model is saved in MLflow's default ``pt2`` format (``torch.export``): loading it runs no
     pickled code and needs no visionops install, only torch, so the requirements are stated
@@ -24,11 +32,14 @@ def log_model(model: nn.Module, example_images: torch.Tensor, register_as: str |
     with torch.no_grad():
         logits = exportable(example)
     signature = infer_signature(example.numpy(), logits.numpy())
-    return mlflow.pytorch.log_model(
-        exportable,
-        name="model",
-        signature=signature,
-        input_example=example.numpy(),
-        registered_model_name=register_as,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-    )
+    # log_model has no tracking URI argument (see visionops.tracking.client).
+    with process_tracking_uri(tracking_uri):
+        return mlflow.pytorch.log_model(
+            exportable,
+            name="model",
+            signature=signature,
+            input_example=example.numpy(),
+            registered_model_name=register_as,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            run_id=run_id,  # passed on to mlflow.models.Model.log
+        )

@@ -12,14 +12,17 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
+from visionops import names
+
 
 def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
     """Loss and accuracy per epoch, train against validation."""
-    epochs = [int(row["epoch"]) for row in history]
+    epochs = [int(row[names.EPOCH_KEY]) for row in history]
     figure, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
     for split in ("train", "val"):
-        loss_ax.plot(epochs, [row[f"{split}_loss"] for row in history], marker="o", label=split)
-        acc_ax.plot(epochs, [row[f"{split}_accuracy"] for row in history], marker="o", label=split)
+        for axis, quantity in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+            values = [row[names.split_metric(split, quantity)] for row in history]
+            axis.plot(epochs, values, marker="o", label=split)
     for axis, title in ((loss_ax, "loss"), (acc_ax, "accuracy")):
         axis.set_xlabel("epoch")
         axis.set_title(title)

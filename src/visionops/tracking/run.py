@@ -28,23 +28,26 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlflow
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from visionops import env
+from visionops import env, names
 from visionops.config import TrackingConfig
+from visionops.tracking.client import tracking_client
 from visionops.tracking.sender import SpoolSender, refusal_error, server_answers
 from visionops.tracking.spool import MetricSpool, replay_command, spool_folder
 
+if TYPE_CHECKING:
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
 logger = logging.getLogger(__name__)
 
-SYSTEM_METRIC_PREFIX = "system/"
 SEND_INTERVAL_SEC = 2.0
 FLUSH_TIMEOUT_SEC = 15.0
-_MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch request
+_MAX_METRICS_PER_BATCH = 1000  # MLflow's limits for one log_batch request
+_MAX_PARAMS_PER_BATCH = 100
 
 
 class RunTracker:
@@ -53,6 +56,8 @@ class RunTracker:
         self.enabled = enabled
         self.run_id: str | None = None
         self.tracking_uri: str | None = None
+        self.client: MlflowClient | None = None
+        self._system_metrics: SystemMetricsMonitor | None = None
         self._already_logged: dict[str, set[int]] = {}
         self._spool = MetricSpool()  # in memory until spool_in() names the run folder
         self._sender: SpoolSender | None = None
@@ -65,26 +70,38 @@ class RunTracker:
         """Create the run (logging ``params``) or reopen ``resume_run_id``; returns the run id."""
         if not self.enabled:
             return None
-        if self.cfg.tracking_uri:
-            # MLflow keeps the tracking URI per process; every run of this process shares it.
-            mlflow.set_tracking_uri(self.cfg.tracking_uri)
+        client = self.client = tracking_client(self.cfg.tracking_uri)
+        self.tracking_uri = client.tracking_uri
         if self.cfg.parent_run_id:
-            # The tag MLflow's UI and search use to show a run nested under another.
-            tags = {**tags, "mlflow.parentRunId": self.cfg.parent_run_id}
+            tags = {**tags, names.PARENT_RUN_TAG: self.cfg.parent_run_id}
         if resume_run_id is not None:
-            run = mlflow.start_run(run_id=resume_run_id, log_system_metrics=self.cfg.system_metrics)
-            self._already_logged = _logged_steps(resume_run_id)
-            mlflow.set_tags(dict(tags))
+            self.run_id = resume_run_id
+            client.update_run(resume_run_id, status="RUNNING")
+            self._already_logged = _logged_steps(client, resume_run_id)
+            self.set_tags(tags)
         else:
-            run = mlflow.start_run(
-                experiment_id=self._experiment_id(),
+            from mlflow.tracking.context.registry import resolve_tags
+
+            # resolve_tags adds what MLflow's fluent start_run records (user, source, git).
+            run = client.create_run(
+                self._experiment_id(client),
                 run_name=self.cfg.run_name,
-                tags=dict(tags),
-                log_system_metrics=self.cfg.system_metrics,
+                tags=resolve_tags(dict(tags)),
             )
-            mlflow.log_params(dict(params), synchronous=True)
-        self.run_id = run.info.run_id
-        self.tracking_uri = mlflow.get_tracking_uri()
+            self.run_id = run.info.run_id
+            items = [Param(key, value) for key, value in params.items()]
+            for start in range(0, len(items), _MAX_PARAMS_PER_BATCH):
+                chunk = items[start : start + _MAX_PARAMS_PER_BATCH]
+                client.log_batch(self.run_id, params=chunk, synchronous=True)
+        if self.cfg.system_metrics:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._system_metrics = SystemMetricsMonitor(
+                self.run_id,
+                resume_logging=resume_run_id is not None,
+                tracking_uri=self.tracking_uri,
+            )
+            self._system_metrics.start()
         self._sender = SpoolSender(self._spool, self.tracking_uri)
         return self.run_id
 
@@ -109,13 +126,15 @@ class RunTracker:
             logger.info("sending metric points left in %s by an earlier process", spool.folder)
             self._sender.replay()
 
-    def _experiment_id(self) -> str | None:
-        name = self.cfg.experiment
-        if name is None:
-            if env.mlflow_experiment_from_env():
-                return None  # MLflow resolves MLFLOW_EXPERIMENT_NAME / _ID itself
-            name = env.DEFAULT_EXPERIMENT
-        client = MlflowClient()
+    def _experiment_id(self, client: MlflowClient) -> str:
+        """The configured experiment, else MLflow's variables', else ``visionops``; created
+        when it does not exist yet."""
+        # MLflow's own order: the name, then the id, of its variables.
+        name = self.cfg.experiment or env.MLFLOW_EXPERIMENT_NAME.get()
+        experiment_id = None if name else env.MLFLOW_EXPERIMENT_ID.get()
+        if experiment_id:
+            return experiment_id
+        name = name or env.DEFAULT_EXPERIMENT
         experiment = client.get_experiment_by_name(name)
         return experiment.experiment_id if experiment else client.create_experiment(name)
 
@@ -158,20 +177,21 @@ class RunTracker:
             raise refusal_error(error, self._spool) from error
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        if self.enabled:
-            mlflow.log_artifact(str(path), artifact_path)
+        if self.client is not None and self.run_id is not None:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_figure(self, figure: Any, name: str) -> None:
-        if self.enabled:
-            mlflow.log_figure(figure, name)
+        if self.client is not None and self.run_id is not None:
+            self.client.log_figure(self.run_id, figure, name)
 
     def log_dict(self, data: Mapping[str, Any], name: str) -> None:
-        if self.enabled:
-            mlflow.log_dict(dict(data), name)
+        if self.client is not None and self.run_id is not None:
+            self.client.log_dict(self.run_id, dict(data), name)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        if self.enabled:
-            mlflow.set_tags(dict(tags))
+        if self.client is not None and self.run_id is not None:
+            run_tags = [RunTag(key, str(value)) for key, value in tags.items()]
+            self.client.log_batch(self.run_id, tags=run_tags, synchronous=True)
 
     def end(self, status: str = "FINISHED") -> None:
         """Send what is left and close the run with ``FINISHED``, ``FAILED`` or ``KILLED``.
@@ -184,15 +204,17 @@ class RunTracker:
         if sender is None or self.run_id is None or self.tracking_uri is None:
             return
         self._spool_buffer()  # durable before anything below can fail
+        if self._system_metrics is not None:
+            self._system_metrics.finish()
+            self._system_metrics = None
         sender.close(FLUSH_TIMEOUT_SEC)
         remaining = self._spool.num_points()
         reachable = server_answers(self.tracking_uri)
-        if reachable:
-            if mlflow.active_run() is not None:
-                mlflow.end_run(status=status)
+        if reachable and self.client is not None:
+            self.client.set_terminated(self.run_id, status)
         else:
+            # MlflowClient would retry for minutes; `visionops tracking replay` sets it later.
             self._spool.mark_end(self.run_id, self.tracking_uri, status)
-            _forget_active_run()
         if sender.refusal is not None:
             raise refusal_error(sender.refusal, self._spool) from sender.refusal
         if remaining or not reachable:
@@ -213,25 +235,11 @@ class RunTracker:
         )
 
 
-def _logged_steps(run_id: str) -> dict[str, set[int]]:
+def _logged_steps(client: MlflowClient, run_id: str) -> dict[str, set[int]]:
     """The steps each training metric of a run already has (system metrics resume on their own)."""
-    client = MlflowClient()
     keys = [
-        k for k in client.get_run(run_id).data.metrics if not k.startswith(SYSTEM_METRIC_PREFIX)
+        key
+        for key in client.get_run(run_id).data.metrics
+        if not key.startswith(names.SYSTEM_METRIC_PREFIX)
     ]
     return {key: {m.step for m in client.get_metric_history(run_id, key)} for key in keys}
-
-
-def _forget_active_run() -> None:
-    """Drop this process's active run without telling the unreachable server.
-
-    ``mlflow.end_run`` would retry for minutes, here and again at exit; the run's status is
-    spooled and set by ``visionops tracking replay`` instead.
-    """
-    from mlflow.environment_variables import MLFLOW_RUN_ID
-    from mlflow.tracking import fluent
-
-    stack = fluent._active_run_stack.get()
-    if stack:
-        stack.pop()
-    MLFLOW_RUN_ID.unset()

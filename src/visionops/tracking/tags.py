@@ -10,6 +10,7 @@ import torch
 import torchvision
 
 import visionops
+from visionops import names
 
 
 def git_commit() -> str | None:
@@ -32,13 +33,13 @@ def git_commit() -> str | None:
 
 def run_tags(device: str) -> dict[str, str]:
     tags = {
-        "visionops.version": visionops.__version__,
-        "torch.version": torch.__version__,
-        "torchvision.version": torchvision.__version__,
-        "device": device,
-        "hostname": socket.gethostname(),
+        names.VERSION_TAG: visionops.__version__,
+        names.TORCH_VERSION_TAG: torch.__version__,
+        names.TORCHVISION_VERSION_TAG: torchvision.__version__,
+        names.DEVICE_TAG: device,
+        names.HOSTNAME_TAG: socket.gethostname(),
     }
     commit = git_commit()
     if commit:
-        tags["mlflow.source.git.commit"] = commit
+        tags[names.GIT_COMMIT_TAG] = commit
     return tags

@@ -16,22 +16,20 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from visionops import names
 from visionops.training import checkpoint as ckpt
 
 if TYPE_CHECKING:
     from visionops.training.trainer import EpochEnd
 
-RUN_ID_KEY = "mlflow_run_id"  # the key a report to Ray carries the MLflow run id under
-
 
 def epoch_report(end: EpochEnd) -> dict[str, Any]:
     """What a Ray Tune trial or Ray Train worker reports for an epoch: its metrics, the epoch
     and the MLflow run id, the checkpoint folder laid out by ``pack_checkpoint`` beside it."""
-    return {**end.metrics, "epoch": end.epoch, RUN_ID_KEY: end.run_id}
+    return {**end.metrics, names.EPOCH_KEY: end.epoch, names.RUN_ID_KEY: end.run_id}
 
 
-# The name predates Ray Train; kept so that the checkpoints of earlier sweeps still unpack.
-MANIFEST = "visionops-trial.json"  # which run, file and epoch the folder holds
+MANIFEST = "visionops-checkpoint.json"  # which run, file and epoch the folder holds
 _CONFIG_FILE = "config.yaml"
 
 

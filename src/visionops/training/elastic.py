@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 from visionops import env
-from visionops.config import TrainConfig, with_fields
+from visionops.config import TrainConfig, with_run_options
 from visionops.training import checkpoint as ckpt
 
 logger = logging.getLogger(__name__)
@@ -24,7 +23,7 @@ _MARKERS = ".elastic-jobs"  # in output_dir: <job id>.json -> {"run_dir": ...}
 
 
 def _marker(cfg: TrainConfig) -> Path | None:
-    job_id = os.environ.get(env.ELASTIC_RUN_ID)
+    job_id = env.ELASTIC_RUN_ID.get()
     if not job_id:
         return None
     return cfg.checkpoint.output_dir / _MARKERS / f"{job_id}.json"
@@ -32,7 +31,7 @@ def _marker(cfg: TrainConfig) -> Path | None:
 
 def restart_count() -> int:
     """How many times this node's torchrun launcher has restarted the job (0 outside one)."""
-    return int(os.environ.get(env.ELASTIC_RESTART_COUNT, "0"))
+    return env.ELASTIC_RESTART_COUNT.get()
 
 
 def resume_job_run(cfg: TrainConfig) -> TrainConfig:
@@ -53,7 +52,7 @@ def resume_job_run(cfg: TrainConfig) -> TrainConfig:
         logger.warning("the job restarted; %s has no checkpoint yet, starting over", run_dir)
         return cfg
     logger.warning("the job restarted: resuming %s from its newest checkpoint", run_dir)
-    return with_fields(cfg, resume=str(run_dir))
+    return with_run_options(cfg, resume=str(run_dir))
 
 
 def note_job_run(cfg: TrainConfig, run_dir: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from visionops import names
 from visionops.data import create_eval_loader
 from visionops.tracking import RunTracker, plots
 from visionops.training.evaluate import EvalResult, evaluate
@@ -18,19 +19,31 @@ class FinalResult:
     registered_version: int | None
 
 
-def evaluation_metrics(result: EvalResult, split: str, classes: Sequence[str]) -> dict[str, float]:
-    """``<split>/accuracy``, ``<split>/loss`` and ``<split>/class_accuracy/<class>``."""
-    metrics = {f"{split}/accuracy": result.accuracy, f"{split}/loss": result.loss}
+def evaluation_metrics(
+    result: EvalResult, split: str, classes: Sequence[str], totals: bool = True
+) -> dict[str, float]:
+    """``<split>/accuracy`` and ``<split>/loss`` (unless not ``totals``), and
+    ``<split>/class_accuracy/<class>``."""
+    metrics: dict[str, float] = {}
+    if totals:
+        metrics[names.split_metric(split, "accuracy")] = result.accuracy
+        metrics[names.split_metric(split, "loss")] = result.loss
     for name, accuracy in zip(classes, result.per_class_accuracy, strict=True):
-        metrics[f"{split}/class_accuracy/{name}"] = accuracy
+        metrics[names.class_accuracy_metric(split, name)] = accuracy
     return metrics
 
 
 def log_evaluation(
-    tracker: RunTracker, result: EvalResult, split: str, classes: Sequence[str], step: int
+    tracker: RunTracker,
+    result: EvalResult,
+    split: str,
+    classes: Sequence[str],
+    step: int,
+    totals: bool = True,
 ) -> None:
-    """Metrics, confusion matrix (PNG and JSON) of one evaluation pass."""
-    tracker.log_metrics(evaluation_metrics(result, split, classes), step=step)
+    """Metrics, confusion matrix (PNG and JSON) of one evaluation pass; ``totals=False`` leaves
+    out accuracy and loss when they are already logged at ``step`` (the last epoch's)."""
+    tracker.log_metrics(evaluation_metrics(result, split, classes, totals), step=step)
     figure = plots.confusion_matrix(result.confusion, classes)
     tracker.log_figure(figure, f"{split}_confusion_matrix.png")
     plots.close(figure)
@@ -54,8 +67,10 @@ def finalize_run(
     val = last_val or evaluate(
         model, job.val_loader, runtime, data.num_classes, tta=tta, world=job.world
     )
-    log_evaluation(tracker, val, "val", data.classes, step=cfg.epochs)
-    metrics = {"val_accuracy": val.accuracy, "val_loss": val.loss}
+    # The last epoch logged val/accuracy and val/loss at this step (or, for a resumed run, the
+    # process before it did): only the per-class figures are new.
+    log_evaluation(tracker, val, "val", data.classes, step=cfg.epochs, totals=False)
+    metrics = {names.VAL_ACCURACY: val.accuracy, names.VAL_LOSS: val.loss}
     # The test split is not sharded: only the process that logs evaluates it.
     if data.test is not None and job.world.is_main:
         test_loader = create_eval_loader(
@@ -63,21 +78,25 @@ def finalize_run(
         )
         test = evaluate(model, test_loader, runtime, data.num_classes, tta=tta)
         log_evaluation(tracker, test, "test", data.classes, step=cfg.epochs)
-        metrics.update(test_accuracy=test.accuracy, test_loss=test.loss)
+        metrics[names.split_metric("test", "accuracy")] = test.accuracy
+        metrics[names.split_metric("test", "loss")] = test.loss
     if history:
         figure = plots.training_curves(history)
         tracker.log_figure(figure, "training_curves.png")
         plots.close(figure)
 
     model_uri, version = None, None
-    if tracker.enabled and cfg.tracking.log_model:
+    if tracker.run_id is not None and tracker.tracking_uri is not None and cfg.tracking.log_model:
         from visionops.tracking.model_logging import log_model
 
-        info = log_model(model, next(iter(job.val_loader))[0], cfg.tracking.register_as)
+        example = next(iter(job.val_loader))[0]
+        info = log_model(
+            model, example, cfg.tracking.register_as, tracker.run_id, tracker.tracking_uri
+        )
         model_uri = info.model_uri
         # A local store reports the version as a number, the REST client as a string.
         if info.registered_model_version is not None:
             version = int(info.registered_model_version)
-        tracker.set_tags({"visionops.model_uri": model_uri})
+        tracker.set_tags({names.MODEL_URI_TAG: model_uri})
     tracker.flush()
     return FinalResult(metrics, model_uri, version)

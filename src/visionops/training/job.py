@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
 
+from visionops import names
 from visionops.config import TrainConfig, check_field, config_to_dict
 from visionops.data import (
     Batch,
@@ -22,6 +23,7 @@ from visionops.data import (
     create_train_loader,
 )
 from visionops.models import ImageClassifier, create_model
+from visionops.training.checks import check_names
 from visionops.training.evaluate import EvalResult
 from visionops.training.optim import create_optimizer, create_scheduler
 from visionops.training.runtime import Runtime, capture_rng_state, restore_rng_state
@@ -31,8 +33,9 @@ _DATA_INIT_SAMPLE = 5000  # training images a data-initialised model (airbench) 
 
 
 @dataclass
-class Progress:
-    """Where training stands; saved in every checkpoint."""
+class TrainState:
+    """Where training stands (epoch, step, this epoch's running sums); saved in every
+    checkpoint and restored by a resume."""
 
     epoch: int = 0  # the epoch in progress (0-based)
     micro_batches_done: int = 0  # micro-batches of that epoch already trained on
@@ -51,9 +54,6 @@ class Progress:
         self.correct += (logits.argmax(dim=1) == hard_labels).sum()
         self.seen += len(labels)
         self.micro_batches_done += 1
-
-    def running_accuracy(self) -> float:
-        return float(self.correct) / max(self.seen, 1)
 
     def global_counts(self, world: World) -> tuple[float, float, float]:
         """This epoch's (loss sum, correct, seen) over every rank of the job."""
@@ -76,14 +76,14 @@ class Progress:
         next one."""
         loss_sum, correct, seen = self.global_counts(world)
         metrics = {
-            "train_loss": loss_sum / seen,
-            "train_accuracy": correct / seen,
-            "val_loss": val.loss,
-            "val_accuracy": val.accuracy,
-            "epoch_time_sec": seconds,
+            names.TRAIN_LOSS: loss_sum / seen,
+            names.TRAIN_ACCURACY: correct / seen,
+            names.VAL_LOSS: val.loss,
+            names.VAL_ACCURACY: val.accuracy,
+            names.EPOCH_SECONDS: seconds,
         }
         self.epoch += 1
-        self.history.append({"epoch": self.epoch, **metrics})
+        self.history.append({names.EPOCH_KEY: self.epoch, **metrics})
         self.micro_batches_done, self.seen = 0, 0
         self.loss_sum, self.correct = (
             torch.zeros_like(self.loss_sum),
@@ -107,18 +107,18 @@ class TrainingJob:
     val_loader: Iterable[Batch]
     steps_per_epoch: int
 
-    def new_progress(self) -> Progress:
+    def new_state(self) -> TrainState:
         device = self.runtime.device
-        return Progress(
+        return TrainState(
             loss_sum=torch.zeros((), dtype=torch.float64, device=device),
             correct=torch.zeros((), dtype=torch.int64, device=device),
         )
 
-    def checkpoint_state(self, progress: Progress, run_id: str | None) -> dict[str, Any]:
+    def checkpoint_state(self, state: TrainState, run_id: str | None) -> dict[str, Any]:
         """Everything a resume needs. Every rank calls it (the epoch's running sums are
         summed over the ranks into rank 0's copy); rank 0 writes it."""
-        progress_state = asdict(progress)
-        loss_sum, correct, seen = progress.global_counts(self.world)
+        progress_state = asdict(state)
+        loss_sum, correct, seen = state.global_counts(self.world)
         progress_state.update(
             loss_sum=torch.tensor(loss_sum, dtype=torch.float64),
             correct=torch.tensor(int(correct), dtype=torch.int64),
@@ -131,30 +131,29 @@ class TrainingJob:
             "scaler": self.scaler.state_dict(),
             "rng": capture_rng_state(),
             "progress": progress_state,
-            "loader": self.loader.state_dict(),
             "run_id": run_id,
             "config": config_to_dict(self.cfg),
         }
 
-    def restore(self, state: dict[str, Any]) -> Progress:
-        """Load a checkpoint's states; returns the progress it recorded."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"])
-        progress = Progress(**state["progress"])
+    def restore(self, checkpoint: dict[str, Any]) -> TrainState:
+        """Load a checkpoint's states; returns the training state it recorded."""
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        restore_rng_state(checkpoint["rng"])
+        state = TrainState(**checkpoint["progress"])
         device = self.runtime.device
-        progress.loss_sum, progress.correct = (
-            progress.loss_sum.to(device),
-            progress.correct.to(device),
+        state.loss_sum, state.correct = (
+            state.loss_sum.to(device),
+            state.correct.to(device),
         )
         if not self.world.is_main:
             # The checkpoint holds the epoch's running sums over all ranks: rank 0 carries them.
-            progress.loss_sum.zero_()
-            progress.correct.zero_()
-            progress.seen = 0
-        return progress
+            state.loss_sum.zero_()
+            state.correct.zero_()
+            state.seen = 0
+        return state
 
     def share_main_buffers(self) -> None:
         """Give every rank rank 0's buffers (BatchNorm statistics), the ones it checkpoints:
@@ -186,6 +185,7 @@ def build_job(cfg: TrainConfig, runtime: Runtime, world: World = SINGLE_PROCESS)
     ``batch_size`` is the global micro-batch: in a job of N processes each trains on
     ``batch_size / N`` images of it, so the job computes what one process would.
     """
+    check_names(cfg)
     data = build_data(cfg.data, cfg.seed)
     batch, accum = cfg.data.batch_size, cfg.optim.accumulation_steps
     check_batch_divides(cfg, world.size)

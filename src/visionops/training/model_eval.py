@@ -7,18 +7,21 @@ so ``--split val`` means the same validation images the run held out.
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
-from mlflow.models.model import ModelInfo
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
+from visionops import names
 from visionops.config import Override, TrackingConfig, TrainConfig, load_config, resolve_config
 from visionops.data import build_data, create_eval_loader
 from visionops.errors import VisionOpsError
 from visionops.tracking import RunTracker
+from visionops.tracking.client import download_model, model_metadata, tracking_client
 from visionops.training.evaluate import EvalResult, evaluate
 from visionops.training.finalize import evaluation_metrics, log_evaluation
 from visionops.training.runtime import resolve_runtime
@@ -51,13 +54,16 @@ def evaluate_model(
 
     ``tracking_uri`` defaults to MLflow's own resolution (``MLFLOW_TRACKING_URI``).
     """
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
+    client = tracking_client(tracking_uri)
     try:
-        info = mlflow.models.get_model_info(model_uri)
+        with tempfile.TemporaryDirectory(prefix="visionops-model-") as folder:
+            model_dir = download_model(model_uri, client.tracking_uri, Path(folder))
+            metadata = model_metadata(model_dir)
+            model = mlflow.pytorch.load_model(str(model_dir))
     except (MlflowException, OSError) as exc:
         raise VisionOpsError(f"cannot load model {model_uri!r}: {exc}") from exc
-    base = _training_config(info.run_id)
+    source_run_id = metadata.run_id
+    base = _training_config(client, source_run_id)
     cfg = resolve_config(
         base,
         [
@@ -67,9 +73,9 @@ def evaluate_model(
         ],
     )
     runtime = resolve_runtime(cfg)
-    data = build_data(cfg.data, cfg.seed)
-    _check_classes(info, data.num_classes, cfg.data.dataset)
-    model = mlflow.pytorch.load_model(model_uri).to(runtime.device)
+    data = build_data(cfg.data, cfg.seed, need_train=False)  # a test set may stand alone
+    _check_classes(metadata, model_uri, data.num_classes, cfg.data.dataset)
+    model = model.to(runtime.device)
     loader = create_eval_loader(data, split, cfg.data, runtime.device)
     result = evaluate(model, loader, runtime, data.num_classes, tta=cfg.data.tta)
 
@@ -77,7 +83,8 @@ def evaluate_model(
     if log_to_mlflow:
         tracker = RunTracker(
             TrackingConfig(
-                experiment=_experiment_name(info.run_id),
+                tracking_uri=client.tracking_uri,
+                experiment=_experiment_name(client, source_run_id),
                 run_name=f"evaluate-{split}",
                 system_metrics=False,
             )
@@ -85,33 +92,36 @@ def evaluate_model(
         run_id = tracker.start(
             params={"model_uri": model_uri, "split": split, "dataset": cfg.data.dataset},
             tags={
-                "visionops.evaluated_model_uri": model_uri,
-                "visionops.source_run_id": info.run_id or "",
+                names.EVALUATED_MODEL_URI_TAG: model_uri,
+                names.SOURCE_RUN_ID_TAG: source_run_id or "",
             },
         )
         try:
             log_evaluation(tracker, result, split, data.classes, step=0)
         finally:
             tracker.end()
-    return ModelEvaluation(model_uri, split, result, data.classes, info.run_id, run_id)
+    return ModelEvaluation(model_uri, split, result, data.classes, source_run_id, run_id)
 
 
-def _check_classes(info: ModelInfo, num_classes: int, dataset: str) -> None:
-    outputs = info.signature.outputs.to_dict() if info.signature and info.signature.outputs else []
+def _check_classes(metadata: Model, model_uri: str, num_classes: int, dataset: str) -> None:
+    signature = metadata.signature
+    outputs = signature.outputs.to_dict() if signature and signature.outputs else []
     shape = outputs[0].get("tensor-spec", {}).get("shape") if outputs else None
     if shape and shape[-1] != num_classes:
         raise VisionOpsError(
-            f"model {info.model_uri} predicts {shape[-1]} classes but dataset {dataset!r} has "
+            f"model {model_uri} predicts {shape[-1]} classes but dataset {dataset!r} has "
             f"{num_classes}; evaluate it on data with the classes it was trained on"
         )
 
 
-def _training_config(run_id: str | None) -> TrainConfig:
+def _training_config(client: MlflowClient, run_id: str | None) -> TrainConfig:
     if run_id is None:
         logger.warning("model has no source run; evaluating with the default data configuration")
         return TrainConfig()
     try:
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml")
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="config.yaml", tracking_uri=client.tracking_uri
+        )
     except (MlflowException, OSError):
         logger.warning(
             "run %s has no config.yaml; evaluating with the default data configuration", run_id
@@ -120,8 +130,7 @@ def _training_config(run_id: str | None) -> TrainConfig:
     return load_config(Path(local))
 
 
-def _experiment_name(run_id: str | None) -> str | None:
+def _experiment_name(client: MlflowClient, run_id: str | None) -> str | None:
     if run_id is None:
         return None
-    client = MlflowClient()
     return client.get_experiment(client.get_run(run_id).info.experiment_id).name

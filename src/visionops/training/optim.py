@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
-from visionops.config import OptimConfig
+from visionops.config import OptimConfig, warmup_epochs_for
 
 
 def scaled_lr(cfg: OptimConfig, global_batch: int) -> float:
@@ -64,7 +64,7 @@ def create_scheduler(
 ) -> LRScheduler:
     """A per-optimizer-step schedule over ``epochs * steps_per_epoch`` steps."""
     total = steps_per_epoch * epochs
-    warmup = min(total - 1, round(cfg.warmup_epochs * steps_per_epoch))
+    warmup = min(total - 1, round(warmup_epochs_for(cfg, epochs) * steps_per_epoch))
     if cfg.schedule == "onecycle" and total >= 3:
         # OneCycleLR divides by the length of each phase less one step: the rise needs two
         # steps or more and the fall one (a run of fewer than three steps keeps a constant rate).

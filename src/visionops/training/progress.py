@@ -6,12 +6,11 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Mapping
 from typing import Protocol
 
-from visionops.env import PROGRESS_STYLE
+from visionops import env
 
 logger = logging.getLogger("visionops.train")
 
@@ -27,7 +26,7 @@ class ProgressReporter(Protocol):
 def create_progress(epochs: int, steps_per_epoch: int, shown: bool = True) -> ProgressReporter:
     """The reporter ``VISIONOPS_PROGRESS`` asks for; a silent one unless ``shown`` (the other
     ranks of a distributed job, whose rank 0 reports for the job)."""
-    style = os.environ.get(PROGRESS_STYLE) or ("rich" if sys.stderr.isatty() else "plain")
+    style = env.PROGRESS.get() or ("rich" if sys.stderr.isatty() else "plain")
     if not shown:
         style = "off"
     if style == "rich":

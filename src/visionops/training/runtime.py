@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from visionops import env
 from visionops.config import TrainConfig
 from visionops.errors import ConfigError
 
@@ -82,7 +82,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     if deterministic:
         # cuBLAS needs a fixed workspace for reproducible matmuls; it must be set before the
         # first CUDA matmul, which has not happened yet at this point.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        env.CUBLAS_WORKSPACE_CONFIG.set_default(":4096:8")
     torch.use_deterministic_algorithms(deterministic, warn_only=False)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic

@@ -3,6 +3,9 @@
 A second SIGINT while stopping raises ``KeyboardInterrupt`` at once, for the impatient.
 Handlers are only installed from the main thread (Ray Tune runs trials in threads) and are
 restored on exit, so ``train`` leaves no process-wide trace.
+
+The ranks of a distributed job must stop at the same step, or the others would wait for the
+stopped one forever: ``stop_now`` is the one place that decides when a stop takes effect.
 """
 
 from __future__ import annotations
@@ -10,7 +13,12 @@ from __future__ import annotations
 import signal
 import threading
 from types import FrameType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from visionops.training.world import World
 
 
 class GracefulStop:
@@ -21,6 +29,14 @@ class GracefulStop:
     @property
     def requested(self) -> bool:
         return self.signal_name is not None
+
+    def stop_now(self, world: World, device: torch.device, synchronised: bool) -> bool:
+        """Whether training stops after this step. A single process stops at once; the ranks
+        of a job agree (an all-reduce) only at ``synchronised`` steps, the ones where they
+        already wait for each other, so a stop costs no extra collective per step."""
+        if not world.distributed:
+            return self.requested
+        return synchronised and world.any(self.requested, device)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested and signum == signal.SIGINT:

@@ -20,12 +20,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from visionops import names
 from visionops.config import (
+    RUN_OPTIONS,
     TrainConfig,
     config_differences,
     flatten_config,
     load_config,
     save_config,
+    warmup_epochs_for,
 )
 from visionops.errors import CheckpointError, ConfigError, TrainingInterrupted, VisionOpsError
 from visionops.tracking import RunTracker
@@ -34,7 +37,7 @@ from visionops.training import checkpoint as ckpt
 from visionops.training import elastic
 from visionops.training.evaluate import EvalResult, evaluate
 from visionops.training.finalize import finalize_run
-from visionops.training.job import Progress, TrainingJob, build_job
+from visionops.training.job import TrainingJob, TrainState, build_job
 from visionops.training.optim import scaled_lr
 from visionops.training.progress import ProgressReporter, create_progress
 from visionops.training.runtime import Runtime, resolve_runtime, seed_everything
@@ -43,29 +46,13 @@ from visionops.training.world import World, current_world, join_process_group
 
 logger = logging.getLogger("visionops.train")
 
-#: Fields a resumed run may change: they do not alter what the run computes.
-RESUMABLE_CHANGES = (
-    "resume",
-    "device",
-    "num_workers",
-    "pin_memory",
-    "persistent_workers",
-    "prefetch_factor",
-    "data_dir",
-    "cache_dir",
-    "tracking_uri",
-    "register_as",
-    # A checkpoint file names its run folder itself; output_dir only places new runs.
-    "output_dir",
-)
-
 
 @dataclass(frozen=True)
 class EpochEnd:
     """What ``train``'s ``on_epoch_end`` callback is told after each epoch's checkpoint."""
 
     epoch: int  # epochs completed so far (1-based)
-    metrics: dict[str, float]  # train_loss, train_accuracy, val_loss, val_accuracy, ...
+    metrics: dict[str, float]  # names.TRAIN_LOSS, names.VAL_ACCURACY, ... (see names.py)
     checkpoint: Path  # the checkpoint just written; resuming from it continues the same run
     run_dir: Path
     run_id: str | None
@@ -115,7 +102,7 @@ def _train(
     resume_dir, resumed = _load_resume(cfg, world)
     seed_everything(cfg.seed, cfg.deterministic)
     job = build_job(cfg, runtime, world)
-    progress = job.restore(resumed) if resumed else job.new_progress()
+    state = job.restore(resumed) if resumed else job.new_state()
 
     # Only the main process of a distributed job tracks and writes checkpoints.
     tracker = RunTracker(cfg.tracking, enabled=world.is_main)
@@ -135,10 +122,10 @@ def _train(
         # Everything logged so far must be in MLflow, or durably in the run's tracking spool,
         # before a checkpoint says it happened.
         tracker.flush()
-        path = ckpt.checkpoint_path(run_dir, progress.step)
-        state = job.checkpoint_state(progress, run_id)  # on every rank: it sums over them
+        path = ckpt.checkpoint_path(run_dir, state.step)
+        checkpoint = job.checkpoint_state(state, run_id)  # on every rank: it sums over them
         if world.is_main:
-            ckpt.save_checkpoint(state, path)
+            ckpt.save_checkpoint(checkpoint, path)
             ckpt.prune_checkpoints(run_dir, cfg.checkpoint.keep_checkpoints)
         return path
 
@@ -157,9 +144,9 @@ def _train(
             GracefulStop() as stop,
             create_progress(cfg.epochs, job.steps_per_epoch, shown=world.is_main) as bar,
         ):
-            while progress.epoch < cfg.epochs:
+            while state.epoch < cfg.epochs:
                 epoch_start = time.perf_counter()
-                stopped_at = _train_epoch(job, progress, tracker, bar, stop, save)
+                stopped_at = _train_epoch(job, state, tracker, bar, stop, save)
                 if stopped_at is not None:
                     raise interrupted(stop.signal_name, stopped_at)
 
@@ -173,16 +160,16 @@ def _train(
                     tta=cfg.data.tta,
                     world=world,
                 )
-                metrics = progress.finish_epoch(last_val, time.perf_counter() - epoch_start, world)
-                tracker.log_metrics({f"epoch/{k}": v for k, v in metrics.items()}, progress.epoch)
-                bar.end_epoch(progress.epoch - 1, metrics)
+                metrics = state.finish_epoch(last_val, time.perf_counter() - epoch_start, world)
+                tracker.log_metrics(metrics, step=state.epoch)
+                bar.end_epoch(state.epoch - 1, metrics)
                 path = save()
                 if on_epoch_end is not None:
-                    on_epoch_end(EpochEnd(progress.epoch, metrics, path, run_dir, run_id))
-                if world.any(stop.requested, runtime.device):
+                    on_epoch_end(EpochEnd(state.epoch, metrics, path, run_dir, run_id))
+                if stop.stop_now(world, runtime.device, synchronised=True):
                     raise interrupted(stop.signal_name, path)
 
-        final = finalize_run(job, tracker, progress.history, last_val)
+        final = finalize_run(job, tracker, state.history, last_val)
         status = "FINISHED"
         return TrainResult(
             run_id=run_id,
@@ -190,7 +177,7 @@ def _train(
             registered_version=final.registered_version,
             metrics=final.metrics,
             run_dir=run_dir,
-            epochs_completed=progress.epoch,
+            epochs_completed=state.epoch,
         )
     except (TrainingInterrupted, KeyboardInterrupt):
         status = "KILLED"
@@ -204,35 +191,35 @@ def _train(
 
 def _train_epoch(
     job: TrainingJob,
-    progress: Progress,
+    state: TrainState,
     tracker: RunTracker,
     bar: ProgressReporter,
     stop: GracefulStop,
     save: Callable[[], Path],
 ) -> Path | None:
-    """Train on the rest of epoch ``progress.epoch``; returns the checkpoint if told to stop."""
+    """Train on the rest of epoch ``state.epoch``; returns the checkpoint if told to stop."""
     cfg, runtime, world = job.cfg, job.runtime, job.world
     accum, steps_per_epoch = cfg.optim.accumulation_steps, job.steps_per_epoch
     every_n = cfg.checkpoint.checkpoint_every_n_steps
-    job.loader.set_epoch(progress.epoch, start_batch=progress.micro_batches_done)
-    bar.start_epoch(progress.epoch, progress.micro_batches_done // accum)
+    job.loader.set_epoch(state.epoch, start_batch=state.micro_batches_done)
+    bar.start_epoch(state.epoch, state.micro_batches_done // accum)
     job.model.train()
     window_start, window_images = time.perf_counter(), 0
     step_loss = torch.zeros((), device=runtime.device)
 
     for images, labels in job.loader:  # already on the device (this rank's share)
-        completes_step = (progress.micro_batches_done + 1) % accum == 0
+        completes_step = (state.micro_batches_done + 1) % accum == 0
         with job.gradient_sync(completes_step):
             with runtime.autocast():
                 logits = job.train_model(images)
                 loss = F.cross_entropy(logits, labels, label_smoothing=cfg.optim.label_smoothing)
-            if progress.micro_batches_done % accum == 0:
+            if state.micro_batches_done % accum == 0:
                 # Dropping the gradients right before the backward that recreates them lets the
                 # allocator hand the same blocks back; after the step it costs ~4% on CPU.
                 job.optimizer.zero_grad(set_to_none=True)
             job.scaler.scale(loss / accum).backward()
         step_loss += loss.detach() / accum
-        progress.record_batch(loss, logits, labels)
+        state.record_batch(loss, logits, labels)
         window_images += len(labels)
         if not completes_step:
             continue  # gradients keep accumulating until the step is complete
@@ -241,57 +228,57 @@ def _train_epoch(
         job.scaler.step(job.optimizer)
         job.scaler.update()
         job.scheduler.step()
-        progress.step += 1
-        step_in_epoch = progress.micro_batches_done // accum
+        state.step += 1
+        step_in_epoch = state.micro_batches_done // accum
 
         log_now = (
-            progress.step % cfg.tracking.log_every_n_steps == 0 or step_in_epoch == steps_per_epoch
+            state.step % cfg.tracking.log_every_n_steps == 0 or step_in_epoch == steps_per_epoch
         )
         step_metrics: dict[str, float] = {}
-        stop_now = stop.requested and not world.distributed
         if log_now:  # .item() waits for the device, so only when the point is logged
             elapsed = max(time.perf_counter() - window_start, 1e-9)
-            step_metrics = _step_metrics(progress, step_loss, world) | {
-                "train/lr": lr,
+            step_metrics = _step_metrics(state, step_loss, world) | {
+                names.LEARNING_RATE: lr,
                 # Every rank trains on an equal share of each global batch.
-                "train/images_per_sec": window_images * world.size / elapsed,
+                names.IMAGES_PER_SEC: window_images * world.size / elapsed,
             }
-            tracker.log_metrics(step_metrics, step=progress.step)
+            tracker.log_metrics(step_metrics, step=state.step)
             window_start, window_images = time.perf_counter(), 0
-            # The ranks of a job stop at the same step, or the others would wait for it forever.
-            stop_now = world.any(stop.requested, runtime.device)
         bar.update(step_in_epoch, step_metrics, log_line=log_now)
         step_loss.zero_()
 
         # The epoch-end checkpoint comes after validation, in train().
         mid_epoch = step_in_epoch < steps_per_epoch
-        if mid_epoch and (stop_now or (every_n and progress.step % every_n == 0)):
+        stop_now = stop.stop_now(world, runtime.device, synchronised=log_now)
+        if mid_epoch and (stop_now or (every_n and state.step % every_n == 0)):
             path = save()
             if stop_now:
                 return path
     return None
 
 
-def _step_metrics(progress: Progress, step_loss: torch.Tensor, world: World) -> dict[str, float]:
+def _step_metrics(state: TrainState, step_loss: torch.Tensor, world: World) -> dict[str, float]:
     """The step's loss and the epoch's running accuracy, over all ranks."""
     device = step_loss.device
-    seen = torch.tensor(float(progress.seen), dtype=torch.float64, device=device)
-    sums = torch.stack([step_loss.double(), progress.correct.double(), seen])
+    seen = torch.tensor(float(state.seen), dtype=torch.float64, device=device)
+    sums = torch.stack([step_loss.double(), state.correct.double(), seen])
     world.sum_(sums)
     loss, correct, seen_total = sums.tolist()
     return {
-        "train/step_loss": loss / world.size,
-        "train/running_accuracy": correct / max(seen_total, 1),
+        names.STEP_LOSS: loss / world.size,
+        names.RUNNING_ACCURACY: correct / max(seen_total, 1),
     }
 
 
 def _job_params(cfg: TrainConfig, world: World) -> dict[str, str]:
-    """What the config only implies: the job's size, global batch and effective rate."""
+    """What the config only implies: the job's size, global batch, effective rate and
+    warm-up."""
     global_batch = cfg.data.batch_size * cfg.optim.accumulation_steps
     return {
-        "world_size": str(world.size),
-        "global_batch_size": str(global_batch),
-        "effective_lr": str(scaled_lr(cfg.optim, global_batch)),
+        names.WORLD_SIZE_PARAM: str(world.size),
+        names.GLOBAL_BATCH_PARAM: str(global_batch),
+        names.EFFECTIVE_LR_PARAM: str(scaled_lr(cfg.optim, global_batch)),
+        names.EFFECTIVE_WARMUP_PARAM: str(warmup_epochs_for(cfg.optim, cfg.epochs)),
     }
 
 
@@ -343,7 +330,7 @@ def _read_resume(cfg: TrainConfig) -> tuple[Path | None, dict[str, Any] | None]:
     path, state = ckpt.load_resume_state(cfg.checkpoint.resume, cfg.checkpoint.output_dir)
     logger.info("resuming from %s", path)
     saved = TrainConfig.model_validate(state["config"])
-    changed = config_differences(saved, cfg, ignore=RESUMABLE_CHANGES)
+    changed = config_differences(saved, cfg, ignore=RUN_OPTIONS)
     if changed:
         raise ConfigError(
             f"--resume continues the saved configuration of {path}, but these fields differ: "

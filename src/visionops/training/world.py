@@ -11,7 +11,6 @@ the process group itself. ``join_process_group`` handles both.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,16 +74,16 @@ SINGLE_PROCESS = World()
 def world_from_env() -> World:
     """The job as torchrun describes it in the environment (a lone process without it)."""
     return World(
-        rank=int(os.environ.get(env.RANK, "0")),
-        size=int(os.environ.get(env.WORLD_SIZE, "1")),
-        local_rank=int(os.environ.get(env.LOCAL_RANK, "0")),
+        rank=env.RANK.get(),
+        size=env.WORLD_SIZE.get(),
+        local_rank=env.LOCAL_RANK.get(),
     )
 
 
 def current_world() -> World:
     """This process's place in the job: the live process group's, else the environment's."""
     if dist.is_available() and dist.is_initialized():
-        local_rank = int(os.environ.get(env.LOCAL_RANK, "0"))
+        local_rank = env.LOCAL_RANK.get()
         return World(dist.get_rank(), dist.get_world_size(), local_rank)
     return world_from_env()
 

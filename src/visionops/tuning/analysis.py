@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from visionops.tuning.trainable import METRIC
+from visionops import names
 
 if TYPE_CHECKING:
     import optuna
@@ -118,7 +118,7 @@ def param_importances(study: optuna.Study) -> dict[str, float] | None:
         logger.info(
             "no parameter importances for the sweep: all %d trials scored %s %s",
             len(study.trials),
-            METRIC,
+            names.VAL_ACCURACY,
             study.trials[0].value,
         )
         return None
@@ -131,7 +131,7 @@ def importance_figure(study: optuna.Study) -> Figure:
     """Optuna's bar chart of :func:`param_importances` (same evaluator, same numbers)."""
     with _quiet_optuna() as optuna:
         axes = optuna.visualization.matplotlib.plot_param_importances(
-            study, evaluator=_evaluator(), target_name=METRIC
+            study, evaluator=_evaluator(), target_name=names.VAL_ACCURACY
         )
         figure = axes.figure
         figure.tight_layout()
@@ -141,7 +141,9 @@ def importance_figure(study: optuna.Study) -> Figure:
 def parallel_coordinates_figure(study: optuna.Study) -> Figure:
     """Optuna's parallel coordinates: a line per trial through its values, colored by score."""
     with _quiet_optuna() as optuna:
-        axes = optuna.visualization.matplotlib.plot_parallel_coordinate(study, target_name=METRIC)
+        axes = optuna.visualization.matplotlib.plot_parallel_coordinate(
+            study, target_name=names.VAL_ACCURACY
+        )
         figure = axes.figure
         # An axis per parameter plus the score's; the default width crowds the tick labels.
         num_axes = len(study.trials[0].params) + 1

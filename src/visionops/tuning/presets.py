@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from visionops.errors import ConfigError
+from visionops._registry import Registry
 from visionops.tuning.algorithms import SchedulerName, SearchName
 
 
@@ -26,37 +26,34 @@ class SweepPreset:
     reduction_factor: int = 2
 
 
-PRESETS: dict[str, SweepPreset] = {
-    preset.name: preset
-    for preset in (
-        SweepPreset(
-            "quick",
-            "debug recipe on synthetic data, 6 trials of up to 3 epochs (minutes on 2 cores)",
-            recipe="debug",
-            num_samples=6,
-            max_epochs=3,
-        ),
-        SweepPreset(
-            "default",
-            "quickstart recipe on synthetic data, 16 trials of up to 4 epochs",
-            recipe="quickstart",
-            num_samples=16,
-            max_epochs=4,
-        ),
-        SweepPreset(
-            "extensive",
-            "cifar10-fast on CIFAR-10, 64 trials of up to 10 epochs (one GPU or a cluster)",
-            recipe="cifar10-fast",
-            num_samples=64,
-            max_epochs=10,
-            grace_period=2,
-            reduction_factor=3,
-        ),
-    )
-}
+PRESETS: Registry[SweepPreset] = Registry("tune preset")
+for _preset in (
+    SweepPreset(
+        "quick",
+        "debug recipe on synthetic data, 6 trials of up to 3 epochs (minutes on 2 cores)",
+        recipe="debug",
+        num_samples=6,
+        max_epochs=3,
+    ),
+    SweepPreset(
+        "default",
+        "quickstart recipe on synthetic data, 16 trials of up to 4 epochs",
+        recipe="quickstart",
+        num_samples=16,
+        max_epochs=4,
+    ),
+    SweepPreset(
+        "extensive",
+        "cifar10-fast on CIFAR-10, 64 trials of up to 10 epochs (one GPU or a cluster)",
+        recipe="cifar10-fast",
+        num_samples=64,
+        max_epochs=10,
+        grace_period=2,
+        reduction_factor=3,
+    ),
+):
+    PRESETS.register(_preset.name, _preset)
 
 
 def get_preset(name: str) -> SweepPreset:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown tune preset {name!r}; available presets: {', '.join(PRESETS)}")
-    return PRESETS[name]
+    return PRESETS.get(name)

@@ -15,14 +15,12 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from visionops import names
 from visionops.tracking import plots
-from visionops.training.checkpoint_bundle import RUN_ID_KEY
+from visionops.tracking.client import process_tracking_uri
 from visionops.tuning import analysis
-from visionops.tuning.trainable import METRIC, NODE_ID_KEY
 
 logger = logging.getLogger(__name__)
-
-CANDIDATE_ALIAS = "candidate"
 TRIAL_TABLE = "trials.csv"
 CURVES_FIGURE = "validation_curves.png"
 IMPORTANCES = "param_importances.json"
@@ -49,10 +47,10 @@ def summarize_trials(results: Any, max_epochs: int) -> list[TrialSummary]:
         metrics = result.metrics or {}
         history = result.metrics_dataframe
         curve: list[tuple[int, float]] = []
-        if history is not None and METRIC in history:
-            points = zip(history["epoch"], history[METRIC], strict=True)
+        if history is not None and names.VAL_ACCURACY in history:
+            points = zip(history[names.EPOCH_KEY], history[names.VAL_ACCURACY], strict=True)
             curve = [(int(epoch), float(accuracy)) for epoch, accuracy in points]
-        epochs = int(metrics.get("epoch", 0))
+        epochs = int(metrics.get(names.EPOCH_KEY, 0))
         if result.error is not None:
             status = "errored"
         elif epochs < max_epochs:
@@ -62,13 +60,15 @@ def summarize_trials(results: Any, max_epochs: int) -> list[TrialSummary]:
         trials.append(
             TrialSummary(
                 trial_id=str(metrics.get("trial_id") or Path(result.path).name),
-                run_id=metrics.get(RUN_ID_KEY),
+                run_id=metrics.get(names.RUN_ID_KEY),
                 status=status,
                 epochs=epochs,
-                val_accuracy=float(metrics[METRIC]) if METRIC in metrics else None,
+                val_accuracy=float(metrics[names.VAL_ACCURACY])
+                if names.VAL_ACCURACY in metrics
+                else None,
                 config=dict(result.config or {}),
                 curve=curve,
-                node_id=metrics.get(NODE_ID_KEY),
+                node_id=metrics.get(names.NODE_ID_KEY),
             )
         )
     return sorted(trials, key=lambda t: t.trial_id)
@@ -79,7 +79,7 @@ def close_child_runs(client: MlflowClient, trials: list[TrialSummary]) -> None:
     for trial in trials:
         if trial.run_id is None or trial.status != "stopped_early":
             continue
-        client.set_tag(trial.run_id, "visionops.tune.stopped_early", "true")
+        client.set_tag(trial.run_id, names.TRIAL_STOPPED_EARLY_TAG, "true")
         client.set_terminated(trial.run_id, "KILLED")
 
 
@@ -92,7 +92,7 @@ def best_completed_trial(client: MlflowClient, trials: list[TrialSummary]) -> Tr
         t
         for t in trials
         if t.status == "completed" and t.run_id and t.val_accuracy is not None
-        if client.get_run(t.run_id).data.tags.get("visionops.model_uri")
+        if client.get_run(t.run_id).data.tags.get(names.MODEL_URI_TAG)
     ]
     return max(candidates, key=lambda t: t.val_accuracy or 0.0, default=None)
 
@@ -101,9 +101,11 @@ def register_candidate(client: MlflowClient, run_id: str, name: str) -> tuple[st
     """Register the run's model as a new version of ``name`` with alias ``candidate``."""
     import mlflow
 
-    model_uri = client.get_run(run_id).data.tags["visionops.model_uri"]
-    version = mlflow.register_model(model_uri, name)
-    client.set_registered_model_alias(name, CANDIDATE_ALIAS, version.version)
+    model_uri = client.get_run(run_id).data.tags[names.MODEL_URI_TAG]
+    # register_model resolves a logged model's URI through the process's tracking URI only.
+    with process_tracking_uri(client.tracking_uri):
+        version = mlflow.register_model(model_uri, name)
+    client.set_registered_model_alias(name, names.CANDIDATE_ALIAS, version.version)
     return model_uri, int(version.version)
 
 
@@ -117,7 +119,9 @@ def log_sweep_artifacts(
         table = Path(folder) / TRIAL_TABLE
         with table.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["trial_id", "run_id", "node_id", "status", "epochs", METRIC, *params])
+            writer.writerow(
+                ["trial_id", "run_id", "node_id", "status", "epochs", names.VAL_ACCURACY, *params]
+            )
             for t in trials:
                 row = [t.trial_id, t.run_id, t.node_id, t.status, t.epochs, t.val_accuracy]
                 writer.writerow(row + [t.config.get(key) for key in params])

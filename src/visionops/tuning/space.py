@@ -1,8 +1,9 @@
 """Search spaces: which config fields a sweep varies, and over what.
 
 A space maps flat config field names (``lr``, ``batch_size``, ``model``: the names of
-``visionops train`` flags) to Ray Tune sample objects, or to fixed values. Every recipe has a
-default space in code; a YAML/JSON file overrides it field by field::
+``visionops train`` flags) to Ray Tune sample objects, or to fixed values. Each recipe's space
+is registered in ``SEARCH_SPACES`` under the recipe's name (a recipe without one cannot be
+swept: there is no silent fallback); a YAML/JSON file overrides it field by field::
 
     lr: {type: loguniform, low: 0.001, high: 0.5}
     weight_decay: {type: loguniform, low: 1.0e-5, high: 1.0e-2}
@@ -19,9 +20,11 @@ default space in code; a YAML/JSON file overrides it field by field::
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from visionops._registry import Registry
 from visionops.config import CONFIG_FIELDS, load_mapping_file
 from visionops.errors import ConfigError
 
@@ -32,36 +35,48 @@ _CROP_FLIP = "random_crop,horizontal_flip"
 _AUGMENTATION_CHOICES = [_CROP_FLIP, f"{_CROP_FLIP},cutout"]
 
 
-def _sgd_space(lr: tuple[float, float], batch_sizes: list[int], models: list[str]) -> SearchSpace:
+SEARCH_SPACES: Registry[SpaceFactory] = Registry("search space")
+
+
+def _sgd_space(
+    lr: tuple[float, float], batch_sizes: tuple[int, ...], models: tuple[str, ...]
+) -> SearchSpace:
+    """The generic space of an SGD recipe, over the ranges that suit it."""
     from ray import tune
 
     space: SearchSpace = {
         "lr": tune.loguniform(*lr),
         "weight_decay": tune.loguniform(1e-5, 1e-2),
         "momentum": tune.uniform(0.8, 0.95),
-        "batch_size": tune.choice(batch_sizes),
+        "batch_size": tune.choice(list(batch_sizes)),
         "label_smoothing": tune.uniform(0.0, 0.2),
         "augmentations": tune.choice(_AUGMENTATION_CHOICES),
     }
     if len(models) > 1:
-        space["model"] = tune.choice(models)
+        space["model"] = tune.choice(list(models))
     return space
 
 
-# Small-data recipes get small batches: with a few hundred images a batch of 256 is one step.
-_SPACES: dict[str, SpaceFactory] = {
-    "debug": lambda: _sgd_space((1e-3, 0.3), [16, 32, 64], ["resnet9"]),
-    "quickstart": lambda: _sgd_space((1e-2, 0.5), [64, 128, 256], ["resnet9"]),
-    "cifar10-fast": lambda: _sgd_space((0.3, 3.0), [512, 1024], ["airbench"]),
-    "cifar10-resnet18": lambda: _sgd_space((0.02, 0.5), [128, 256], ["resnet18", "resnet9"]),
-    "cifar10-mobilenetv3": lambda: _sgd_space((0.02, 0.5), [128, 256], ["mobilenet_v3_large"]),
-}
-_DEFAULT_SPACE: SpaceFactory = lambda: _sgd_space((1e-3, 0.5), [64, 128, 256], ["resnet18"])  # noqa: E731
+# Every built-in recipe, by name. Small-data recipes get small batches: with a few hundred
+# images a batch of 256 is one step.
+for _recipe, _lr, _batch_sizes, _models in (
+    ("default", (1e-3, 0.5), (64, 128, 256), ("resnet18",)),
+    ("debug", (1e-3, 0.3), (16, 32, 64), ("resnet9",)),
+    ("quickstart", (1e-2, 0.5), (64, 128, 256), ("resnet9",)),
+    ("cifar10-fast", (0.3, 3.0), (512, 1024), ("airbench",)),
+    ("cifar10-resnet18", (0.02, 0.5), (128, 256), ("resnet18", "resnet9")),
+    ("cifar10-mobilenetv3", (0.02, 0.5), (128, 256), ("mobilenet_v3_large",)),
+):
+    SEARCH_SPACES.register(_recipe, partial(_sgd_space, _lr, _batch_sizes, _models))
 
 
 def create_search_space(recipe: str, override_file: Path | None = None) -> SearchSpace:
-    """The recipe's space (a generic SGD space for recipes without one), then the file's fields."""
-    space = _SPACES.get(recipe, _DEFAULT_SPACE)()
+    """The space registered for ``recipe``, then the fields of ``override_file``.
+
+    Raises:
+        ConfigError: no space is registered for ``recipe`` (the message lists those that are).
+    """
+    space = SEARCH_SPACES.get(recipe)()
     if override_file is not None:
         space.update(load_space_file(override_file))
     return space

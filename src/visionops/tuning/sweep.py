@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mlflow
 from mlflow.tracking import MlflowClient
 
-from visionops import env
-from visionops.config import TrainConfig, config_to_dict, get_field, with_fields
+from visionops import env, names
+from visionops.config import TrainConfig, config_to_dict, get_field, with_fields, with_run_options
 from visionops.distributed.cluster import absolute_tracking_uri, ray_session
 from visionops.errors import VisionOpsError
+from visionops.tracking.client import tracking_client
+from visionops.training.checks import check_names
 from visionops.tuning import results as sweep_results
 from visionops.tuning.algorithms import (
     SchedulerName,
@@ -37,7 +37,7 @@ from visionops.tuning.algorithms import (
     create_searcher,
 )
 from visionops.tuning.space import SearchSpace, describe_space
-from visionops.tuning.trainable import METRIC, run_trial
+from visionops.tuning.trainable import run_trial
 
 logger = logging.getLogger(__name__)
 
@@ -88,21 +88,21 @@ class SweepResult:
 
 def run_sweep(options: SweepOptions) -> SweepResult:
     """Run a new sweep to the end. Raises TuningError if no trial completes."""
+    check_names(options.base)  # before Ray starts: every trial would fail the same way
     name = options.name or time.strftime("sweep-%Y%m%d-%H%M%S")
     sweep_dir = options.storage_path.expanduser().resolve() / name
     tracking_uri = absolute_tracking_uri(options.base)
-    client = MlflowClient(tracking_uri)
+    client = tracking_client(tracking_uri)
     experiment = options.base.tracking.experiment or _default_experiment()
     parent = client.create_run(
         _experiment_id(client, experiment),
         run_name=name,
-        tags={"visionops.sweep": name, "visionops.recipe": options.recipe},
+        tags={names.SWEEP_TAG: name, names.RECIPE_TAG: options.recipe},
     )
     parent_run_id = parent.info.run_id
     client.log_batch(parent_run_id, params=_sweep_params(options))
-    trial_base = with_fields(
-        options.base,
-        epochs=options.max_epochs,
+    trial_base = with_run_options(
+        with_fields(options.base, "visionops tune --max-epochs", epochs=options.max_epochs),
         tracking_uri=tracking_uri,
         experiment=experiment,
         parent_run_id=parent_run_id,
@@ -136,7 +136,7 @@ def resume_sweep(sweep_dir: Path, address: str | None = None) -> SweepResult:
     state = json.loads(state_file.read_text())
     if address is not None:
         state["options"]["address"] = address
-    client = MlflowClient(state["tracking_uri"])
+    client = tracking_client(state["tracking_uri"])
     if client.get_run(state["parent_run_id"]).info.status == "FINISHED":
         raise TuningError(
             f"the sweep in {sweep_dir} already finished (MLflow run {state['parent_run_id']}); "
@@ -152,10 +152,7 @@ def _fit_and_record(
     """Fit (a new sweep with ``space``, else restore the one in ``sweep_dir``), then record."""
     options = state["options"]
     parent_run_id = state["parent_run_id"]
-    # mlflow.register_model, the one call that resolves a logged model's URI, reads the
-    # process's tracking URI (as RunTracker sets it for train()).
-    mlflow.set_tracking_uri(state["tracking_uri"])
-    client = MlflowClient(state["tracking_uri"])
+    client = tracking_client(state["tracking_uri"])
     status = "FAILED"
     try:
         with ray_session(options.get("address"), options.get("num_cpus")):
@@ -171,12 +168,12 @@ def _fit_and_record(
             )
         model_name = options["register_as"]
         model_uri, version = sweep_results.register_candidate(client, best.run_id, model_name)
-        client.log_metric(parent_run_id, f"best_{METRIC}", best.val_accuracy or 0.0)
+        client.log_metric(parent_run_id, names.BEST_VAL_ACCURACY, best.val_accuracy or 0.0)
         client.log_metric(parent_run_id, "total_epochs", sum(t.epochs for t in trials))
         for key, value in {
-            "visionops.best_run_id": best.run_id,
-            "visionops.best_trial": best.trial_id,
-            "visionops.model_uri": model_uri,
+            names.BEST_RUN_ID_TAG: best.run_id,
+            names.BEST_TRIAL_TAG: best.trial_id,
+            names.MODEL_URI_TAG: model_uri,
         }.items():
             client.set_tag(parent_run_id, key, value)
         status = "FINISHED"
@@ -213,7 +210,7 @@ def _tuner(state: dict[str, Any], sweep_dir: Path, space: SearchSpace | None) ->
 
     parallel = _parallel_trials(ray.cluster_resources(), options)
     tune_config = tune.TuneConfig(
-        metric=METRIC,
+        metric=names.VAL_ACCURACY,
         mode="max",
         search_alg=create_searcher(
             options["search"], parallel, options["seed"], options["points_to_evaluate"]
@@ -278,7 +275,7 @@ def _complete_points(
 
 
 def _default_experiment() -> str:
-    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or env.DEFAULT_EXPERIMENT
+    return env.MLFLOW_EXPERIMENT_NAME.get() or env.DEFAULT_EXPERIMENT
 
 
 def _experiment_id(client: MlflowClient, name: str) -> str:

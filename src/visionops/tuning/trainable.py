@@ -10,7 +10,7 @@ reopens that run).
 
 The base config's ``output_dir`` is the sweep's ``trial-runs`` folder; each trial writes its
 visionops run under ``trial-runs/<trial id>/<run id>/``. The child run is tagged with the Ray
-node the trial ran on (``visionops.tune.node_id``, ``visionops.tune.node_ip``), which on a
+node the trial ran on (``names.TRIAL_NODE_ID_TAG``, ``names.TRIAL_NODE_IP_TAG``), which on a
 cluster says which machine to look at when a trial misbehaves.
 """
 
@@ -25,10 +25,11 @@ from typing import Any
 
 from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
-from visionops.config import CONFIG_FIELDS, TrainConfig, with_fields
+from visionops import names
+from visionops.config import CONFIG_FIELDS, TrainConfig, with_fields, with_run_options
 from visionops.errors import ConfigError
+from visionops.tracking.client import tracking_client
 from visionops.training import EpochEnd, train
 from visionops.training import checkpoint as ckpt
 from visionops.training.checkpoint_bundle import (
@@ -38,13 +39,6 @@ from visionops.training.checkpoint_bundle import (
 )
 
 logger = logging.getLogger(__name__)
-
-#: The metric schedulers and searchers optimise, and the key the trial's Ray node id is
-#: reported as (next to ``checkpoint_bundle.epoch_report``'s).
-METRIC = "val_accuracy"
-NODE_ID_KEY = "node_id"
-NODE_ID_TAG = "visionops.tune.node_id"
-NODE_IP_TAG = "visionops.tune.node_ip"
 
 _FINISHED = "trial-finished.json"  # the final report of a trial whose train() returned
 
@@ -58,7 +52,8 @@ def trial_config(
         raise ConfigError(f"search space names unknown config fields: {', '.join(unknown)}")
     # Searchers may hand back NumPy scalars, which the config's validation refuses.
     values = {k: v.item() if hasattr(v, "item") else v for k, v in sampled.items()}
-    return with_fields(base, **values, run_name=run_name, output_dir=str(output_dir))
+    sampled_cfg = with_fields(base, "the search space", **values)
+    return with_run_options(sampled_cfg, run_name=run_name, output_dir=str(output_dir))
 
 
 def run_trial(config: dict[str, Any], base_config: dict[str, Any]) -> None:
@@ -86,7 +81,7 @@ def run_trial(config: dict[str, Any], base_config: dict[str, Any]) -> None:
         tune.report(json.loads(finished.read_text()))
         return
     if any(ckpt.list_checkpoints(run) for run in output_dir.glob("*")):
-        cfg = with_fields(cfg, resume="latest")
+        cfg = with_run_options(cfg, resume="latest")
 
     last_epoch: list[EpochEnd] = []
     tagged: set[str] = set()
@@ -121,7 +116,7 @@ def _metrics(end: EpochEnd) -> dict[str, Any]:
     import ray
 
     node_id = ray.get_runtime_context().get_node_id()
-    return {**epoch_report(end), NODE_ID_KEY: node_id}
+    return {**epoch_report(end), names.NODE_ID_KEY: node_id}
 
 
 def tag_node(run_id: str, tracking_uri: str | None) -> None:
@@ -133,11 +128,11 @@ def tag_node(run_id: str, tracking_uri: str | None) -> None:
     import ray
 
     tags = {
-        NODE_ID_TAG: ray.get_runtime_context().get_node_id(),
-        NODE_IP_TAG: ray.util.get_node_ip_address(),
+        names.TRIAL_NODE_ID_TAG: ray.get_runtime_context().get_node_id(),
+        names.TRIAL_NODE_IP_TAG: ray.util.get_node_ip_address(),
     }
     try:
-        MlflowClient(tracking_uri).log_batch(
+        tracking_client(tracking_uri).log_batch(
             run_id, tags=[RunTag(key, value) for key, value in tags.items()]
         )
     except (MlflowException, OSError) as error:

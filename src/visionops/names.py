@@ -1,0 +1,94 @@
+"""The names visionops writes to MLflow and reads back, defined once.
+
+Training, tuning, the promotion gate and whatever reads runs later (serving, monitoring, the
+DAGs) import these rather than spelling a metric or tag again. A quantity has one name in
+every place it appears: the MLflow metric, ``TrainResult.metrics``, the epoch report a tuner
+receives, ``--json`` output.
+
+Metrics of a training run, by step axis:
+
+- per optimizer step (step = optimizer steps so far): ``train/step_loss``,
+  ``train/running_accuracy``, ``train/lr``, ``train/images_per_sec``;
+- per epoch (step = epochs completed): ``train/loss``, ``train/accuracy``, ``val/loss``,
+  ``val/accuracy``, ``train/epoch_seconds``;
+- once, after the last epoch (step = epochs): ``val/class_accuracy/<class>`` and, when the data
+  has a test split, ``test/accuracy``, ``test/loss``, ``test/class_accuracy/<class>``.
+
+    >>> from visionops import names
+    >>> names.VAL_ACCURACY, names.split_metric("test", "accuracy")
+    ('val/accuracy', 'test/accuracy')
+"""
+
+from __future__ import annotations
+
+# --- metrics ---------------------------------------------------------------------------------
+STEP_LOSS = "train/step_loss"
+RUNNING_ACCURACY = "train/running_accuracy"
+LEARNING_RATE = "train/lr"
+IMAGES_PER_SEC = "train/images_per_sec"
+
+TRAIN_LOSS = "train/loss"
+TRAIN_ACCURACY = "train/accuracy"
+EPOCH_SECONDS = "train/epoch_seconds"
+VAL_LOSS = "val/loss"
+VAL_ACCURACY = "val/accuracy"  # what tuners optimise and the promotion gate compares
+
+#: The metric a sweep logs on its parent run: the best trial's validation accuracy.
+BEST_VAL_ACCURACY = "best/" + VAL_ACCURACY
+
+#: MLflow's prefix for the CPU, memory and GPU metrics of ``system_metrics``.
+SYSTEM_METRIC_PREFIX = "system/"
+
+
+def split_metric(split: str, quantity: str) -> str:
+    """``<split>/<quantity>``: ``val/accuracy``, ``test/loss``."""
+    return f"{split}/{quantity}"
+
+
+def class_accuracy_metric(split: str, class_name: str) -> str:
+    return f"{split}/class_accuracy/{class_name}"
+
+
+# --- params the config only implies (next to the flattened config) --------------------------
+WORLD_SIZE_PARAM = "world_size"
+GLOBAL_BATCH_PARAM = "global_batch_size"
+EFFECTIVE_LR_PARAM = "effective_lr"
+EFFECTIVE_WARMUP_PARAM = "effective_warmup_epochs"
+
+# --- tags ------------------------------------------------------------------------------------
+VERSION_TAG = "visionops.version"
+TORCH_VERSION_TAG = "torch.version"
+TORCHVISION_VERSION_TAG = "torchvision.version"
+DEVICE_TAG = "device"
+HOSTNAME_TAG = "hostname"
+#: The URI of the model a run logged (``models:/m-...``), on the run.
+MODEL_URI_TAG = "visionops.model_uri"
+#: On an evaluation run: the model it evaluated and the run that trained it.
+EVALUATED_MODEL_URI_TAG = "visionops.evaluated_model_uri"
+SOURCE_RUN_ID_TAG = "visionops.source_run_id"
+#: On a sweep's parent run.
+SWEEP_TAG = "visionops.sweep"
+RECIPE_TAG = "visionops.recipe"
+BEST_RUN_ID_TAG = "visionops.best_run_id"
+BEST_TRIAL_TAG = "visionops.best_trial"
+#: On a sweep's trial runs: where the trial ran, and whether a scheduler stopped it early.
+TRIAL_NODE_ID_TAG = "visionops.tune.node_id"
+TRIAL_NODE_IP_TAG = "visionops.tune.node_ip"
+TRIAL_STOPPED_EARLY_TAG = "visionops.tune.stopped_early"
+#: Per-alias records on registered models and versions (``<prefix><alias>.<field>``).
+PROMOTION_TAG_PREFIX = "visionops.promotion."
+ROLLBACK_TAG_PREFIX = "visionops.rollback."
+ALIAS_HISTORY_TAG_PREFIX = "visionops.alias_history."
+#: MLflow's own tags that visionops sets.
+PARENT_RUN_TAG = "mlflow.parentRunId"  # nests a run under another in MLflow's UI and search
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+
+# --- registry aliases ------------------------------------------------------------------------
+#: The alias a new model version gets from a sweep (and later, the scheduled pipelines).
+CANDIDATE_ALIAS = "candidate"
+PRODUCTION_ALIAS = "production"
+
+# --- keys of the epoch reports tuners and Ray Train receive ---------------------------------
+RUN_ID_KEY = "mlflow_run_id"
+NODE_ID_KEY = "node_id"
+EPOCH_KEY = "epoch"
