@@ -10,6 +10,19 @@ import pytest
 from visionops.config import TrainConfig, with_fields
 
 
+#: Folders whose tests start servers or several processes: marked ``integration`` as a whole,
+#: so ``make test-fast`` (``-m "not integration and not slow"``) leaves them out.
+_INTEGRATION_FOLDERS = ("integration", "server")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        folder = Path(item.fspath).relative_to(tests).parts[0]
+        if folder in _INTEGRATION_FOLDERS:
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test sees the developer's MLflow/visionops settings or writes into the checkout."""
