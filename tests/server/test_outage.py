@@ -148,17 +148,17 @@ def test_training_survives_an_outage_and_every_point_arrives_once(
     assert sorted(m.step for m in history) == sorted(stored[names.STEP_LOSS])
     steps = _steps_per_epoch(cfg)
     expected_steps = {
-        "train": list(range(1, EPOCHS * steps + 1)),
+        "step": list(range(1, EPOCHS * steps + 1)),
         "epoch": list(range(1, EPOCHS + 1)),
-        "val": [EPOCHS],
+        "final": [EPOCHS],
     }
-    assert {key.split("/")[0] for key in stored} == set(expected_steps), sorted(stored)
+    assert {_step_axis(key) for key in stored} == set(expected_steps), sorted(stored)
     produced_during_outage = 0
     for key, key_steps in stored.items():
-        group = key.split("/")[0]
-        assert sorted(key_steps) == expected_steps[group], key
-        if group != "val":
-            first_after = OUTAGE_AFTER_EPOCH * (steps if group == "train" else 1)
+        axis = _step_axis(key)
+        assert sorted(key_steps) == expected_steps[axis], key
+        if axis != "final":
+            first_after = OUTAGE_AFTER_EPOCH * (steps if axis == "step" else 1)
             produced_during_outage += sum(step > first_after for step in key_steps)
     assert set(stored) == set(run.data.metrics)
 
@@ -200,3 +200,20 @@ def test_the_server_stores_a_batch_sent_twice_once(
     assert (result.sent_points, result.outage, result.refusal) == (10, None, None)
     history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "loss"))
     assert history == [(step, step / 10) for step in range(1, 8)]
+
+
+_PER_STEP = (names.STEP_LOSS, names.RUNNING_ACCURACY, names.LEARNING_RATE, names.IMAGES_PER_SEC)
+_PER_EPOCH = (
+    names.TRAIN_LOSS,
+    names.TRAIN_ACCURACY,
+    names.VAL_LOSS,
+    names.VAL_ACCURACY,
+    names.EPOCH_SECONDS,
+)
+
+
+def _step_axis(key: str) -> str:
+    """What a metric's steps count: optimizer steps, epochs, or the one final evaluation."""
+    if key in _PER_STEP:
+        return "step"
+    return "epoch" if key in _PER_EPOCH else "final"

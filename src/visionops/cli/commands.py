@@ -59,7 +59,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(cfg)
     if not world_from_env().is_main:
         return 0  # a torchrun worker: rank 0 reports for the job
-    emit_train_result(result, cfg.tracking.register_as, args.json)
+    emit_train_result(result, cfg.tracking.register_as, args.json, args.tracking_server)
     return 0
 
 
@@ -105,7 +105,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             for name, acc in zip(evaluation.classes, result.per_class_accuracy, strict=True)
         ),
         f"logged to MLflow run {evaluation.run_id}",
-        f"MLflow UI: {mlflow_ui_hint()}",
+        f"MLflow UI: {mlflow_ui_hint(args.tracking_server)}",
     ]
     emit(lines, payload, args.json)
     return 0

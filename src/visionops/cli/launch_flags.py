@@ -132,6 +132,7 @@ def _ray_train(args: argparse.Namespace, cfg: TrainConfig, workers: int) -> int:
         result,
         cfg.tracking.register_as,
         args.json,
+        args.tracking_server,
         extra_payload={"workers": workers, "ray_storage": result.storage_dir},
         extra_lines=[f"Ray Train:   {workers} workers; checkpoints in {result.storage_dir}"],
     )

@@ -28,11 +28,8 @@ def emit(lines: Iterable[str], payload: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(payload, default=str))
 
 
-def mlflow_ui_hint() -> str:
-    """How to look at the runs of the current tracking URI."""
-    import mlflow
-
-    uri = mlflow.get_tracking_uri()
+def mlflow_ui_hint(uri: str) -> str:
+    """How to look at the runs of tracking URI ``uri``."""
     if uri.startswith(("http://", "https://")):
         return f"open {uri}"
     return f"mlflow ui --backend-store-uri {uri}"
@@ -42,6 +39,7 @@ def emit_train_result(
     result: TrainResult,
     register_as: str | None,
     as_json: bool,
+    tracking_uri: str,
     extra_payload: dict[str, Any] | None = None,
     extra_lines: Sequence[str] = (),
 ) -> None:
@@ -69,6 +67,6 @@ def emit_train_result(
         *(f"{name:<12} {value:.4f}" for name, value in result.metrics.items()),
         f"run folder:  {result.run_dir}",
         *extra_lines,
-        f"MLflow UI:   {mlflow_ui_hint()}",
+        f"MLflow UI:   {mlflow_ui_hint(tracking_uri)}",
     ]
     emit(lines, payload, as_json)

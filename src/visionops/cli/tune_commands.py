@@ -132,7 +132,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         f"(alias {names.CANDIDATE_ALIAS})",
         f"model uri:    {result.model_uri}",
         f"sweep folder: {result.sweep_dir} (resume: visionops tune --resume {result.sweep_dir})",
-        f"MLflow UI:    {mlflow_ui_hint()}",
+        f"MLflow UI:    {mlflow_ui_hint(args.tracking_server)}",
     ]
     emit(lines, payload, args.json)
     return 0
