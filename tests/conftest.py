@@ -9,7 +9,6 @@ import pytest
 
 from visionops.config import TrainConfig, with_fields
 
-
 #: Folders whose tests start servers or several processes: marked ``integration`` as a whole,
 #: so ``make test-fast`` (``-m "not integration and not slow"``) leaves them out.
 _INTEGRATION_FOLDERS = ("integration", "server")

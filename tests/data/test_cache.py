@@ -382,7 +382,7 @@ def test_synthetic_is_not_decoded(tmp_path: Path, cache_dir: Path) -> None:
     cfg = DataConfig(dataset="synthetic", cache="disk", cache_dir=cache_dir, image_size=SIZE)
     with pytest.raises(ConfigError, match="'synthetic' is generated in memory"):
         decoded_source(cfg)
-    # image_size=16: the synthetic generator needs at least 12 pixels for its glyphs.
+    # image_size=16: the synthetic generator needs at least 12 pixels for its textures.
     data = build_data(cfg.model_copy(update={"synthetic_size": 20, "image_size": 16}), seed=0)
     assert data.cache is None
     assert not cache_dir.exists()

@@ -109,7 +109,7 @@ def test_per_batch_and_per_epoch_metrics(trained) -> None:
     assert any(key.startswith("system/") for key in run.data.metrics), (
         "system metrics were not logged"
     )
-    assert "val/class_accuracy/glyph_0" in run.data.metrics
+    assert names.class_accuracy_metric("val", "horizontal_1px") in run.data.metrics
 
 
 def test_artifacts(trained) -> None:

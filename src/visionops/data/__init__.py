@@ -4,7 +4,7 @@
 >>> from visionops.data import build_data
 >>> data = build_data(DataConfig(dataset="synthetic", synthetic_size=200), seed=0)
 >>> len(data.train), len(data.val), data.classes[:2]
-(180, 20, ('glyph_0', 'glyph_1'))
+(180, 20, ('horizontal_1px', 'horizontal_2px'))
 """
 
 from __future__ import annotations
