@@ -72,18 +72,30 @@ def test_resume_refuses_a_changed_configuration(tiny_config: TrainConfig) -> Non
 
 
 def test_training_leaves_the_process_tracking_uri_to_the_user(
-    tiny_config: TrainConfig, tracking_uri: str
+    tiny_config: TrainConfig, tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import os
 
     import mlflow
 
-    assert not mlflow.is_tracking_uri_set()
-    result = train(with_fields(tiny_config, epochs=1, register_as="uri-check"))
-    assert not mlflow.is_tracking_uri_set() and "MLFLOW_TRACKING_URI" not in os.environ
+    cfg = with_fields(tiny_config, epochs=1, register_as="uri-check")
     client = MlflowClient(tracking_uri)
-    assert client.get_run(result.run_id).info.status == "FINISHED"
-    assert client.get_model_version("uri-check", "1").run_id == result.run_id
+    try:
+        # Nothing set by the user: nothing set afterwards.
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        first = train(cfg)
+        assert not mlflow.is_tracking_uri_set() and "MLFLOW_TRACKING_URI" not in os.environ
+        # The user's own setting: the same afterwards, and the run still in the config's store.
+        users = f"sqlite:///{tmp_path / 'users-own.db'}"
+        mlflow.set_tracking_uri(users)
+        second = train(with_fields(cfg, output_dir=str(tmp_path / "second")))
+        assert mlflow.get_tracking_uri() == users == os.environ["MLFLOW_TRACKING_URI"]
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    for result, version in ((first, "1"), (second, "2")):
+        assert client.get_run(result.run_id).info.status == "FINISHED"
+        assert client.get_model_version("uri-check", version).run_id == result.run_id
 
 
 def test_resume_without_checkpoints_is_an_error(tiny_config: TrainConfig, tmp_path: Path) -> None:
