@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
 .PHONY: install quickstart test test-fast lint format bench-overhead bench-data bench-tta bench-tune \
-	bench-ddp clean server tune tune-quick tune-extensive
+	bench-ddp bench-optimize bench-distill clean server tune tune-quick tune-extensive
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,20 @@ bench-tta: $(STAMP)
 
 bench-tune: $(STAMP)
 	$(BIN)/python benchmarks/tune_efficiency.py
+
+# Model optimisation against the FP32 model (docs/optimize.md); MODEL_URI names a registered
+# version trained on CIFAR10_DIR, BENCH_TRACKING_URI the store holding it.
+MODEL_URI ?= models:/cifar10-fast/1
+TEACHER_URI ?= $(MODEL_URI)
+BENCH_TRACKING_URI ?= $(MLFLOW_TRACKING_URI)
+
+bench-optimize: $(STAMP)
+	$(BIN)/python benchmarks/optimize.py --model-uri $(MODEL_URI) --dataset imagefolder \
+		--data-dir $(CIFAR10_DIR) --tracking-uri $(BENCH_TRACKING_URI)
+
+bench-distill: $(STAMP)
+	$(BIN)/python benchmarks/distillation.py --teacher $(TEACHER_URI) --recipe cifar10-fast \
+		--student-width 0.5 --data-dir $(CIFAR10_DIR) --tracking-uri $(BENCH_TRACKING_URI)
 
 # DDP throughput on 1, 2, 4 ... processes (docs/distributed.md).
 bench-ddp: $(STAMP)

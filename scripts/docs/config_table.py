@@ -11,7 +11,7 @@ Each table lives in a docs page between two markers::
 Usage::
 
     python scripts/docs/config_table.py            # print the configuration table
-    python scripts/docs/config_table.py env        # config, env, recipes, run-options or server
+    python scripts/docs/config_table.py env        # config, env, recipes, run-options, server, methods
     python scripts/docs/config_table.py --write    # rewrite every table in docs/ in place
 
 ``tests/test_docs.py`` fails when a page's table differs from what this script prints.
@@ -93,6 +93,16 @@ def server_rows() -> list[str]:
     return rows
 
 
+def method_rows() -> list[str]:
+    """One row per optimisation method, from ``visionops.optimize.method.METHODS``."""
+    import visionops.optimize.methods  # noqa: F401  (registers the methods)
+    from visionops.optimize.method import METHODS
+
+    rows = ["| Method | What it builds |", "|---|---|"]
+    rows += [f"| `{m.name}` | {m.description} |" for m in METHODS.entries()]
+    return rows
+
+
 #: table name -> (docs page that holds it, row generator)
 TABLES: dict[str, tuple[str, Callable[[], list[str]]]] = {
     "config": ("docs/configuration.md", config_rows),
@@ -100,6 +110,7 @@ TABLES: dict[str, tuple[str, Callable[[], list[str]]]] = {
     "recipes": ("docs/training.md", recipe_rows),
     "run-options": ("docs/training.md", run_option_rows),
     "server": ("docs/team-server.md", server_rows),
+    "methods": ("docs/optimize.md", method_rows),
 }
 
 

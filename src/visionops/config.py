@@ -136,6 +136,22 @@ class ModelConfig(_Section):
     width_multiplier: float = Field(
         1.0, gt=0, le=4, description="Channel width multiplier (models that support it)."
     )
+    start_from: str | None = Field(
+        None,
+        description="Start from the weights of this logged model (models:/NAME/VERSION, "
+        "runs:/ID/model) instead of a fresh initialisation; it must have this architecture.",
+    )
+    compression: str = Field(
+        "none",
+        description="Transform the network before training: "
+        "none, prune-structured (remove channels), qat (quantisation-aware training).",
+    )
+    prune_ratio: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="prune-structured: the fraction of the parameters to remove.",
+    )
 
 
 class OptimConfig(_Section):
@@ -182,6 +198,25 @@ class OptimConfig(_Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
     accumulation_steps: int = Field(
         1, ge=1, description="Micro-batches accumulated per optimizer step."
+    )
+
+
+class DistillConfig(_Section):
+    """Knowledge distillation (Hinton et al., 2015): learn from a teacher's softened logits."""
+
+    teacher: str | None = Field(
+        None,
+        description="Distil from this logged model (models:/NAME/VERSION, runs:/ID/model); "
+        "none: plain training.",
+    )
+    distill_temperature: float = Field(
+        4.0, gt=0, description="Softmax temperature of teacher and student in the soft loss."
+    )
+    distill_alpha: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="Weight of the soft (teacher) loss; 1 - alpha weighs cross-entropy on labels.",
     )
 
 
@@ -262,6 +297,7 @@ class TrainConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 

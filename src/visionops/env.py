@@ -121,6 +121,13 @@ MLFLOW_S3_ENDPOINT_URL = EnvVar(
     "MLFLOW_S3_ENDPOINT_URL", _text, None, "An S3 API other than AWS's (MinIO, a local S3)."
 )
 AWS_DEFAULT_REGION = EnvVar("AWS_DEFAULT_REGION", _text, None, "The S3 bucket's AWS region.")
+MLFLOW_ARTIFACTS_PROGRESS_BAR = EnvVar(
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
+    _text,
+    None,
+    "MLflow's download progress bars; the CLI sets it to false unless set, so a command's "
+    "output is its own lines.",
+)
 MLFLOW_FLASK_SERVER_SECRET_KEY = EnvVar(
     "MLFLOW_FLASK_SERVER_SECRET_KEY",
     _text,

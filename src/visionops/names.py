@@ -79,9 +79,27 @@ TRIAL_STOPPED_EARLY_TAG = "visionops.tune.stopped_early"
 PROMOTION_TAG_PREFIX = "visionops.promotion."
 ROLLBACK_TAG_PREFIX = "visionops.rollback."
 ALIAS_HISTORY_TAG_PREFIX = "visionops.alias_history."
+#: On the versions (and child runs) ``visionops optimize`` registers: which method made the
+#: variant, from which version of the same registered model, for which runtime.
+VARIANT_TAG = "visionops.variant"
+SOURCE_VERSION_TAG = "visionops.source_version"
+RUNTIME_TAG = "visionops.runtime"
+#: On an optimisation's parent run: the model it optimised.
+OPTIMIZED_MODEL_URI_TAG = "visionops.optimized_model_uri"
 #: MLflow's own tags that visionops sets.
 PARENT_RUN_TAG = "mlflow.parentRunId"  # nests a run under another in MLflow's UI and search
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
+
+#: Per variant of ``visionops optimize`` (its child run, step 0; latency at batch 1 on one
+#: thread, throughput at batch 64 on every core).
+VARIANT_SIZE_MB = "variant/size_mb"
+VARIANT_PARAMS = "variant/params"
+VARIANT_NONZERO_PARAMS = "variant/nonzero_params"
+VARIANT_LATENCY_P50 = "variant/latency_ms_p50_b1"
+VARIANT_LATENCY_P95 = "variant/latency_ms_p95_b1"
+VARIANT_LATENCY_P99 = "variant/latency_ms_p99_b1"
+VARIANT_THROUGHPUT = "variant/images_per_sec_b64"
+VARIANT_ACCURACY_DELTA = "variant/accuracy_delta"
 
 # --- registry aliases ------------------------------------------------------------------------
 #: The alias a new model version gets from a sweep (and later, the scheduled pipelines).

@@ -41,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv  # a distributed launcher hands it on to its workers
     load_dotenv_file()
+    from visionops import env
+
+    env.MLFLOW_ARTIFACTS_PROGRESS_BAR.set_default("false")
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("visionops").setLevel(logging.INFO)
     from visionops.cli.commands import COMMANDS

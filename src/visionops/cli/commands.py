@@ -203,6 +203,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 def _team_commands() -> dict[str, Any]:
     from visionops.cli import (
         admin_commands,
+        optimize_commands,
         registry_commands,
         server_commands,
         tracking_commands,
@@ -215,6 +216,7 @@ def _team_commands() -> dict[str, Any]:
         **registry_commands.COMMANDS,
         **tracking_commands.COMMANDS,
         **tune_commands.COMMANDS,
+        **optimize_commands.COMMANDS,
     }
 
 

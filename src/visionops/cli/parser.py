@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     # The team-stack commands build their own parsers, next to their implementations.
     from visionops.cli import (
         admin_commands,
+        optimize_commands,
         registry_commands,
         server_commands,
         tracking_commands,
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         registry_commands,
         tracking_commands,
         tune_commands,
+        optimize_commands,
     ):
         module.add_parsers(commands)
     return parser

@@ -1,7 +1,9 @@
 """CPU latency of a registered model at batch 1, measured where the promotion runs.
 
 The model is loaded from the registry exactly as a server would load it (``pt2`` /
-torch.export, or a pickled module), fed random images of the shape in its signature, and
+torch.export, a pickled module, or an ONNX file on the runtime its MLmodel names: ONNX Runtime
+or OpenVINO, as ``visionops optimize`` registers variants), fed random images of the shape in its
+signature, and
 timed one image at a time after a warm-up, on a given number of torch threads (the promotion
 policy's, one by default: a serving worker's setting).
 """
@@ -15,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import torch
 from mlflow.exceptions import MlflowException
 
 from visionops.registry._client import RegistryError
 from visionops.tracking.client import download_model, model_metadata
+from visionops.tracking.model_logging import load_pytorch_model
 
 #: Untimed passes first: the first calls allocate buffers and pick kernels.
 WARMUP_RUNS = 10
@@ -52,8 +54,13 @@ def measure_latency(
         except (MlflowException, OSError) as exc:
             raise RegistryError(f"cannot read the model at {model_uri}: {exc}") from exc
         shape = batch_one_shape(model_uri, model_dir)
+        metadata = model_metadata(model_dir)
+        if "onnx" in metadata.flavors:
+            return _time_onnx(
+                model_uri, model_dir, metadata, shape, num_runs, num_threads, num_warmup
+            )
         try:
-            model = mlflow.pytorch.load_model(str(model_dir), device="cpu")
+            model = load_pytorch_model(str(model_dir), device="cpu")
         except (MlflowException, OSError) as exc:
             raise RegistryError(f"cannot load {model_uri} to measure its latency: {exc}") from exc
     previous_threads = torch.get_num_threads()
@@ -62,6 +69,42 @@ def measure_latency(
         return time_forward(model, torch.rand(shape), num_runs, num_warmup)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _time_onnx(
+    model_uri: str,
+    model_dir: Path,
+    metadata: Any,
+    shape: tuple[int, ...],
+    num_runs: int,
+    num_threads: int,
+    num_warmup: int,
+) -> LatencyStats:
+    """An ONNX variant, on the runtime it was registered for, on ``num_threads`` threads."""
+    from visionops.optimize.registration import RUNTIME_METADATA_KEY
+    from visionops.optimize.runtimes import onnx_session, openvino_model
+
+    runtime = (metadata.metadata or {}).get(RUNTIME_METADATA_KEY, "onnxruntime")
+    model_file = model_dir / metadata.flavors["onnx"]["data"]
+    try:
+        if runtime == "openvino":
+            compiled = openvino_model(str(model_file), num_threads)
+
+            def predict(images: torch.Tensor) -> Any:
+                return compiled(images.numpy())
+        else:
+            session = onnx_session(str(model_file), num_threads)
+            input_name = session.get_inputs()[0].name
+
+            def predict(images: torch.Tensor) -> Any:
+                return session.run(None, {input_name: images.numpy()})
+    except Exception as exc:  # the runtimes raise their own error types
+        raise RegistryError(f"cannot load {model_uri} on {runtime}: {exc}") from exc
+    stats = time_forward(predict, torch.rand(shape), num_runs, num_warmup)
+    # The runtime's own thread pool, not torch's, did the work.
+    return LatencyStats(
+        stats.p50_ms, stats.p95_ms, stats.runs, stats.warmup_runs, num_threads, stats.input_shape
+    )
 
 
 def time_forward(

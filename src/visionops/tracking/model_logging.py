@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import mlflow
 import torch
@@ -19,6 +20,7 @@ def log_model(
     register_as: str | None,
     run_id: str,
     tracking_uri: str,
+    extra_requirements: tuple[str, ...] = (),
 ) -> ModelInfo:
     """Log ``model`` (float32 images in [0, 1], NCHW -> logits) to run ``run_id``.
 
@@ -40,6 +42,17 @@ def log_model(
             signature=signature,
             input_example=example.numpy(),
             registered_model_name=register_as,
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", *extra_requirements],
             run_id=run_id,  # passed on to mlflow.models.Model.log
         )
+
+
+def load_pytorch_model(model_dir: str, **kwargs: Any) -> Any:
+    """``mlflow.pytorch.load_model`` of a downloaded model folder. An INT8 program from torchao's
+    PT2E flow (``visionops optimize --methods int8-pt2e``) holds quantised ops that only
+    deserialise once torchao has registered them, so torchao is imported first when present."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchao") is not None:
+        import torchao.quantization.pt2e  # noqa: F401  (registers the quantized_decomposed ops)
+    return mlflow.pytorch.load_model(model_dir, **kwargs)

@@ -71,3 +71,31 @@ def validation_curves(curves: Mapping[str, Sequence[tuple[int, float]]]) -> Figu
 
 def close(figure: Figure) -> None:
     plt.close(figure)
+
+
+def pareto_front(
+    points: Sequence[tuple[str, float, float, bool]], title: str, xlabel: str
+) -> Figure:
+    """Accuracy against latency, one labelled point per (name, latency, accuracy, on_front);
+    the front is joined by a line."""
+    figure, axis = plt.subplots(figsize=(8, 5))
+    for name, latency, accuracy, on_front in points:
+        axis.scatter(latency, 100 * accuracy, color="tab:red" if on_front else "tab:gray", zorder=3)
+        axis.annotate(
+            name, (latency, 100 * accuracy), textcoords="offset points", xytext=(4, 4), fontsize=8
+        )
+    front = sorted((lat, acc) for _, lat, acc, on in points if on)
+    if front:
+        axis.plot(
+            [p[0] for p in front],
+            [100 * p[1] for p in front],
+            color="tab:red",
+            label="Pareto front",
+            zorder=2,
+        )
+        axis.legend()
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel("validation accuracy (%)")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    return figure

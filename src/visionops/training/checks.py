@@ -22,6 +22,7 @@ from visionops.data.datasets import DATASETS
 from visionops.data.transforms import AUGMENTATIONS, image_augmentations
 from visionops.errors import ConfigError
 from visionops.models import MODELS
+from visionops.models.compression import COMPRESSIONS
 
 
 def check_names(cfg: TrainConfig) -> None:
@@ -37,6 +38,8 @@ def check_names(cfg: TrainConfig) -> None:
         "width_multiplier",
         lambda: MODELS.get(cfg.model.name).check_width(cfg.model.width_multiplier),
     )
+    _registered(cfg, "compression", partial(COMPRESSIONS.get, cfg.model.compression))
+    _check_compression_logging(cfg)
     for name in cfg.data.augmentations:
         _registered(cfg, "augmentations", partial(AUGMENTATIONS.get, name))
     _check_loader(cfg)
@@ -51,6 +54,19 @@ def _registered(cfg: TrainConfig, flat: str, check: Callable[[], object]) -> Non
     else:
         return
     check_field(cfg, flat, False, problem)
+
+
+def _check_compression_logging(cfg: TrainConfig) -> None:
+    """A compression whose trained network is not an ordinary model (a QAT graph) cannot be
+    logged at the end of the run: refused now rather than after the training."""
+    compression = COMPRESSIONS.get(cfg.model.compression)
+    check_field(
+        cfg,
+        "compression",
+        compression.loggable or not cfg.tracking.log_model,
+        f"a {compression.name} network cannot be logged as a model; use `visionops optimize "
+        f"--methods {compression.name}` (it converts and logs the result) or --no-log-model",
+    )
 
 
 def _check_loader(cfg: TrainConfig) -> None:

@@ -22,14 +22,13 @@ from visionops.data import (
     create_eval_loader,
     create_train_loader,
 )
-from visionops.models import ImageClassifier, create_model
 from visionops.training.checks import check_names
+from visionops.training.distill import LossFn, create_loss, load_teacher
 from visionops.training.evaluate import EvalResult
+from visionops.training.model_source import build_classifier
 from visionops.training.optim import create_optimizer, create_scheduler
 from visionops.training.runtime import Runtime, capture_rng_state, restore_rng_state
 from visionops.training.world import SINGLE_PROCESS, World
-
-_DATA_INIT_SAMPLE = 5000  # training images a data-initialised model (airbench) looks at
 
 
 @dataclass
@@ -106,6 +105,9 @@ class TrainingJob:
     loader: TrainBatches
     val_loader: Iterable[Batch]
     steps_per_epoch: int
+    loss: LossFn  # loss(logits, labels, images) of one micro-batch
+    # Frozen, not checkpointed: a resume reloads it from cfg.distill.teacher.
+    teacher: nn.Module | None = None
 
     def new_state(self) -> TrainState:
         device = self.runtime.device
@@ -198,15 +200,7 @@ def build_job(cfg: TrainConfig, runtime: Runtime, world: World = SINGLE_PROCESS)
     )
     steps_per_epoch = data.num_train // (batch * accum)
 
-    backbone = create_model(
-        cfg.model.name,
-        data.num_classes,
-        small_input_stem=cfg.model.small_input_stem,
-        width_multiplier=cfg.model.width_multiplier,
-    )
-    model = ImageClassifier(backbone, data.mean, data.std)
-    if model.needs_data_init:
-        model.init_from_data(data.sample_images(_DATA_INIT_SAMPLE))
+    model = build_classifier(cfg, data.num_classes, data.mean, data.std, data.sample_images)
     model = model.to(runtime.device).to(memory_format=runtime.memory_format)
     train_model: nn.Module = model
     if world.distributed:
@@ -215,6 +209,9 @@ def build_job(cfg: TrainConfig, runtime: Runtime, world: World = SINGLE_PROCESS)
         train_model = DistributedDataParallel(model, device_ids=device_ids)
     optimizer = create_optimizer(model, cfg.optim, global_batch=batch * accum)
     device, memory_format = runtime.device, runtime.memory_format
+    teacher = None
+    if cfg.distill.teacher:
+        teacher = load_teacher(cfg, data.num_classes, data.sample_images(1)[0], device)
     shard = {"rank": world.rank, "num_ranks": world.size}
     return TrainingJob(
         cfg=cfg,
@@ -237,4 +234,6 @@ def build_job(cfg: TrainConfig, runtime: Runtime, world: World = SINGLE_PROCESS)
         ),
         val_loader=create_eval_loader(data, "val", cfg.data, device, memory_format, **shard),
         steps_per_epoch=steps_per_epoch,
+        loss=create_loss(cfg, teacher),
+        teacher=teacher,
     )

@@ -22,6 +22,7 @@ from visionops.data import build_data, create_eval_loader
 from visionops.errors import VisionOpsError
 from visionops.tracking import RunTracker
 from visionops.tracking.client import download_model, model_metadata, tracking_client
+from visionops.tracking.model_logging import load_pytorch_model
 from visionops.training.evaluate import EvalResult, evaluate
 from visionops.training.finalize import evaluation_metrics, log_evaluation
 from visionops.training.runtime import resolve_runtime
@@ -59,7 +60,7 @@ def evaluate_model(
         with tempfile.TemporaryDirectory(prefix="visionops-model-") as folder:
             model_dir = download_model(model_uri, client.tracking_uri, Path(folder))
             metadata = model_metadata(model_dir)
-            model = mlflow.pytorch.load_model(str(model_dir))
+            model = load_pytorch_model(str(model_dir))
     except (MlflowException, OSError) as exc:
         raise VisionOpsError(f"cannot load model {model_uri!r}: {exc}") from exc
     source_run_id = metadata.run_id

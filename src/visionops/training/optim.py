@@ -31,12 +31,7 @@ def create_optimizer(
       unless ``norm_weight_decay``;
     - other biases: ``lr``, no decay (decaying them only fights the normalisation).
     """
-    norm_ids = {
-        id(p)
-        for module in model.modules()
-        if isinstance(module, _NORM_LAYERS)
-        for p in module.parameters(recurse=False)
-    }
+    norm_ids = _norm_parameter_ids(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     norm = [p for p in trainable if id(p) in norm_ids]
     weights = [p for p in trainable if id(p) not in norm_ids and p.ndim >= 2]
@@ -57,6 +52,40 @@ def create_optimizer(
 
 
 _NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+_NORM_OPS = {
+    torch.ops.aten.batch_norm,
+    torch.ops.aten.native_batch_norm,
+    torch.ops.aten._native_batch_norm_legit,
+    torch.ops.aten._native_batch_norm_legit_no_training,
+    torch.ops.aten.layer_norm,
+    torch.ops.aten.native_layer_norm,
+    torch.ops.aten.group_norm,
+    torch.ops.aten.native_group_norm,
+}
+
+
+def _norm_parameter_ids(model: nn.Module) -> set[int]:
+    """Parameters of normalisation layers and, in an exported graph (a QAT network), which has
+    no layers, the parameters its normalisation ops read."""
+    ids = {
+        id(p)
+        for module in model.modules()
+        if isinstance(module, _NORM_LAYERS)
+        for p in module.parameters(recurse=False)
+    }
+    for graph in model.modules():
+        if not isinstance(graph, torch.fx.GraphModule):
+            continue
+        parameters = dict(graph.named_parameters())
+        for node in graph.graph.nodes:
+            if getattr(node.target, "overloadpacket", None) not in _NORM_OPS:
+                continue
+            # A get_attr of a running statistic names a buffer: it is not in ``parameters``.
+            names = [
+                a.target for a in node.args if isinstance(a, torch.fx.Node) and a.op == "get_attr"
+            ]
+            ids.update(id(parameters[name]) for name in names if name in parameters)
+    return ids
 
 
 def create_scheduler(

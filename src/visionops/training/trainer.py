@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from visionops import names
 from visionops.config import (
@@ -212,7 +211,7 @@ def _train_epoch(
         with job.gradient_sync(completes_step):
             with runtime.autocast():
                 logits = job.train_model(images)
-                loss = F.cross_entropy(logits, labels, label_smoothing=cfg.optim.label_smoothing)
+                loss = job.loss(logits, labels, images)
             if state.micro_batches_done % accum == 0:
                 # Dropping the gradients right before the backward that recreates them lets the
                 # allocator hand the same blocks back; after the step it costs ~4% on CPU.
