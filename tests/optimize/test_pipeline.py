@@ -175,3 +175,58 @@ def test_a_failing_method_is_a_skipped_row_and_registers_nothing(
     assert len(versions) == versions_before + 1
     assert {v.tags.get(names.VARIANT_TAG) for v in versions} >= {"onnx"}
     assert not {"broken", "unloadable"} & {v.tags.get(names.VARIANT_TAG) for v in versions}
+
+
+@pytest.mark.slow
+def test_every_method_end_to_end_and_registered_variants_load_through_mlflow(
+    trained_source: TrainedSource, tmp_path: Path
+) -> None:
+    from visionops.data import build_data
+    from visionops.optimize.method import split_images
+    from visionops.optimize.options import DEFAULT_METHODS
+    from visionops.tracking.model_logging import load_pytorch_model
+
+    result = optimize_model(
+        trained_source.model_uri,
+        _options(methods=DEFAULT_METHODS, prune_ratio=0.5),
+        tracking_uri=trained_source.tracking_uri,
+        output_dir=tmp_path / "out",
+    )
+    rows = {row.name: row for row in result.report.rows}
+    source = rows["source"]
+    built = {
+        "onnx", "int8-static", "int8-dynamic", "qat", "prune-structured",
+        "prune-unstructured", "openvino-fp32", "openvino-int8",
+    }  # fmt: skip
+    assert built <= set(rows)
+    for name in built:
+        row = rows[name]
+        assert row.skipped is None, (name, row.skipped)
+        # The model learned this data: no variant may lose more than 5 points of it.
+        assert row.accuracy is not None and row.accuracy >= source.accuracy - 0.05, name
+        assert row.version is not None, (name, row.notes)
+    assert rows["tensorrt"].skipped and rows["tensorrt"].skipped.startswith("skipped:")
+    assert rows["int8-pt2e"].skipped is None or rows["int8-pt2e"].skipped.startswith("skipped:")
+    # Sizes shrink as claimed: INT8 files under a third of FP32 here (small tensors keep their
+    # scales and biases in FP32), pruning removes half of the parameters.
+    for name in ("int8-static", "qat", "openvino-int8"):
+        assert rows[name].size_mb < rows["onnx"].size_mb / 3, name
+    assert rows["prune-structured"].params <= 0.5 * source.params
+    assert rows["prune-unstructured"].nonzero_params < 0.55 * source.params
+
+    # Each registered version loads through MLflow and scores what the report measured.
+    data = build_data(trained_source.config.data, trained_source.config.seed)
+    images, labels = split_images(data, "val")
+    for name in built:
+        row = rows[name]
+        local = download_model(row.model_uri, trained_source.tracking_uri, tmp_path / name)
+        if row.runtime == "torch":
+            with torch.no_grad():
+                logits = load_pytorch_model(str(local))(images).numpy()
+        else:
+            predicted = mlflow.pyfunc.load_model(str(local)).predict(images.numpy())
+            logits = np.asarray(predicted["logits"] if isinstance(predicted, dict) else predicted)
+        accuracy = float((logits.argmax(1) == labels.numpy()).mean())
+        # ONNX Runtime serves the OpenVINO variants' files: INT8 rounding may flip an image.
+        tolerance = 1 / len(labels) + 1e-9 if row.runtime == "openvino" else 1e-9
+        assert accuracy == pytest.approx(row.accuracy, abs=tolerance), name
