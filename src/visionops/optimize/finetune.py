@@ -50,6 +50,10 @@ def finetune_config(
         "output_dir": str(plan.output_dir),
         "resume": None,
     }
+    if compression == "qat":
+        # Fake quantisation simulates INT8 on FP32 values: under bf16 autocast it would
+        # simulate the wrong arithmetic, and the graph was traced in the contiguous format.
+        values.update(precision="fp32", channels_last="off")
     return resolve_config(plan.base, [Override(k, v, source) for k, v in values.items()])
 
 

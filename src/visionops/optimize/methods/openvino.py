@@ -73,39 +73,38 @@ def calibration_dataset(ctx: OptimizeContext, feed: Callable[[np.ndarray], Any])
     return nncf.Dataset(ctx.calibration_batches(1), feed)
 
 
-def _quantise_onnx(ctx: OptimizeContext, subset_size: int) -> Path:
+def _nncf_quantize(model: Any, dataset: nncf.Dataset, subset_size: int) -> Any:
+    """NNCF post-training quantisation, symmetric (the PERFORMANCE preset), for the CPU."""
     import nncf
+
+    return nncf.quantize(
+        model,
+        dataset,
+        preset=nncf.QuantizationPreset.PERFORMANCE,
+        target_device=nncf.TargetDevice.CPU,
+        subset_size=subset_size,
+    )
+
+
+def _quantise_onnx(ctx: OptimizeContext, subset_size: int) -> Path:
     import onnx
 
     model = onnx.load(str(ctx.fp32_onnx))
     dataset = calibration_dataset(
         ctx, lambda batch: {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
     )
-    quantised = nncf.quantize(
-        model,
-        dataset,
-        preset=nncf.QuantizationPreset.PERFORMANCE,
-        target_device=nncf.TargetDevice.CPU,
-        subset_size=subset_size,
-    )
+    quantised = _nncf_quantize(model, dataset, subset_size)
     output = ctx.file("openvino-int8.onnx")
     onnx.save(quantised, str(output))
     return output
 
 
 def _quantise_ir(ctx: OptimizeContext, subset_size: int) -> Path:
-    import nncf
     import openvino as ov
 
     model = ov.convert_model(str(ctx.fp32_onnx))
     dataset = calibration_dataset(ctx, lambda batch: np.ascontiguousarray(batch, dtype=np.float32))
-    quantised = nncf.quantize(
-        model,
-        dataset,
-        preset=nncf.QuantizationPreset.PERFORMANCE,
-        target_device=nncf.TargetDevice.CPU,
-        subset_size=subset_size,
-    )
+    quantised = _nncf_quantize(model, dataset, subset_size)
     output = ctx.file("openvino-int8.xml")
     ov.save_model(quantised, str(output))
     return output
