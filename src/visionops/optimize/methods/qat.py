@@ -10,6 +10,8 @@ as QuantizeLinear/DequantizeLinear pairs; ONNX Runtime fuses them into integer k
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -35,7 +37,8 @@ def build(ctx: OptimizeContext) -> list[Variant]:
     # eval() first: batch norm in its inference form, and the observers' ranges frozen.
     converted = ExportedNetwork(convert_pt2e(trained.eval().exported)).eval()
     path = export_onnx(converted, ctx.file("qat-int8.onnx"), ctx.example(), ctx.options.opset)
-    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    graph = onnx.load(str(path)).graph
+    ops = [node.op_type for node in graph.node]
     if "QuantizeLinear" not in ops:
         raise ValueError(f"the exported {path.name} has no QuantizeLinear nodes: not INT8")
 
@@ -47,9 +50,11 @@ def build(ctx: OptimizeContext) -> list[Variant]:
     session = onnx_session(str(path), threads=1)
     got = np.asarray(session.run(None, {session.get_inputs()[0].name: images.numpy()})[0])
     agreement = float((got.argmax(1) == expected).mean())
+    quantised, layers = _int8_weight_layers(graph)
     notes = [
         f"{ops.count('QuantizeLinear')} QuantizeLinear / {ops.count('DequantizeLinear')} "
-        "DequantizeLinear nodes",
+        f"DequantizeLinear nodes; torchao's X86 quantizer covered {quantised} of {layers} "
+        "conv/linear layers (the others stay FP32)",
         f"ONNX Runtime agrees with the converted PyTorch model on {agreement:.1%} of "
         f"{len(images)} calibration images",
         f"fine-tuned with fake quantisation for {ctx.options.finetune_epochs} epoch(s) in run "
@@ -60,3 +65,16 @@ def build(ctx: OptimizeContext) -> list[Variant]:
             "qat", "qat", "onnxruntime", "int8", artifact=path, notes=notes, finetune_run_id=run_id
         )
     ]
+
+
+def _int8_weight_layers(graph: Any) -> tuple[int, int]:
+    """(conv/linear layers whose weight comes through a DequantizeLinear, all of them): how much
+    of the network the quantizer's patterns matched."""
+    producer = {output: node.op_type for node in graph.node for output in node.output}
+    layers = [node for node in graph.node if node.op_type in ("Conv", "Gemm", "MatMul")]
+    quantised = [
+        node
+        for node in layers
+        if len(node.input) > 1 and producer.get(node.input[1]) == "DequantizeLinear"
+    ]
+    return len(quantised), len(layers)
