@@ -32,9 +32,13 @@ tune-quick: $(STAMP)
 tune-extensive: $(STAMP)
 	$(BIN)/visionops tune --preset extensive $(TUNE_FLAGS)
 
-# The whole suite (what CI runs): servers, multi-process jobs and training runs included.
+# The whole suite (what CI runs): servers, multi-process jobs and training runs included. The
+# optimisation tests run in a process of their own: they load ONNX Runtime, OpenVINO and
+# inductor's INT8 kernels, native libraries whose thread pools should not meet the state the
+# Ray and torchrun tests leave in a process (one such run ended in a segmentation fault).
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest --ignore=tests/optimize
+	$(BIN)/pytest tests/optimize
 
 # The unit tests only, for the edit-test loop: no server, no second process, no long training.
 test-fast: $(STAMP)

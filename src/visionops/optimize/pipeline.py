@@ -113,6 +113,9 @@ def optimize_model(
             parent.log_artifact(path)
         status = "FINISHED"
         return OptimizeResult(parent_id, paths[0], report)
+    except KeyboardInterrupt:
+        status = "KILLED"  # the versions registered so far are complete: each in one call
+        raise
     finally:
         parent.end(status)
 
