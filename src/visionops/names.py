@@ -84,6 +84,11 @@ ALIAS_HISTORY_TAG_PREFIX = "visionops.alias_history."
 VARIANT_TAG = "visionops.variant"
 SOURCE_VERSION_TAG = "visionops.source_version"
 RUNTIME_TAG = "visionops.runtime"
+#: In the MLmodel metadata of a registered ONNX variant: the runtime it is measured and served on.
+RUNTIME_METADATA_KEY = "visionops.runtime"
+#: The training configuration every training run logs (what rebuilds, evaluates or fine-tunes
+#: the models it logged).
+RUN_CONFIG_ARTIFACT = "config.yaml"
 #: On an optimisation's parent run: the model it optimised.
 OPTIMIZED_MODEL_URI_TAG = "visionops.optimized_model_uri"
 #: MLflow's own tags that visionops sets.

@@ -90,7 +90,7 @@ def check_parity(
     model: nn.Module, onnx_path: Path, images: torch.Tensor, threads: int = 1
 ) -> ParityResult:
     """Compare ONNX Runtime's logits on ``images`` with ``model``'s."""
-    from visionops.optimize.runtimes import onnx_session
+    from visionops.inference.onnx_runtimes import onnx_session
 
     session = onnx_session(str(onnx_path), threads)
     input_name = session.get_inputs()[0].name

@@ -31,7 +31,7 @@ from visionops.optimize.report import SOURCE_ROW, Report, Row, mark_pareto
 from visionops.optimize.source import build_context
 from visionops.optimize.variant import Variant, count_parameters
 from visionops.tracking import RunTracker
-from visionops.tracking.client import tracking_client
+from visionops.tracking.client import run_experiment_name, tracking_client
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def optimize_model(
     ctx.calibration_images  # noqa: B018  (too few images fail here, before any run starts)
     assert ctx.source_name is not None and ctx.source_version is not None
     pinned = f"models:/{ctx.source_name}/{ctx.source_version}"
-    experiment = experiment or _source_experiment(client, ctx.source.run_id)
+    experiment = experiment or run_experiment_name(client, ctx.source.run_id)
 
     parent = RunTracker(
         _tracking(uri, experiment, f"optimize-{ctx.source_name}-v{ctx.source_version}")
@@ -266,12 +266,6 @@ def _params(options: OptimizeOptions, source_uri: str) -> dict[str, str]:
         "latency_runs": str(options.latency_runs),
         "select_for_latency_ms": str(options.select_for_latency_ms),
     }
-
-
-def _source_experiment(client: Any, run_id: str | None) -> str | None:
-    if run_id is None:
-        return None
-    return str(client.get_experiment(client.get_run(run_id).info.experiment_id).name)
 
 
 def describe_machine() -> dict[str, Any]:

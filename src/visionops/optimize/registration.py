@@ -22,9 +22,6 @@ from visionops.tracking.client import process_tracking_uri, tracking_client
 
 logger = logging.getLogger(__name__)
 
-#: Written into an ONNX variant's MLmodel: the runtime it was measured on and is meant for.
-RUNTIME_METADATA_KEY = "visionops.runtime"
-
 
 def row_metrics(row: Row) -> dict[str, float]:
     metrics: dict[str, float] = {}
@@ -105,7 +102,7 @@ def _log_model(variant: Variant, run_id: str, example: torch.Tensor, tracking_ur
                 name="model",
                 signature=signature,
                 input_example=batch,
-                metadata={RUNTIME_METADATA_KEY: variant.runtime},
+                metadata={names.RUNTIME_METADATA_KEY: variant.runtime},
                 run_id=run_id,
                 save_as_external_data=False,
                 onnx_execution_providers=["CPUExecutionProvider"],

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
 from visionops._registry import Registry
+from visionops.inference.onnx_runtimes import onnx_predictor
 from visionops.optimize.variant import Variant
 
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -72,52 +72,11 @@ def _torch(variant: Variant, threads: int) -> Predictor:
 def _onnxruntime(variant: Variant, threads: int) -> Predictor:
     if variant.artifact is None:
         raise ValueError(f"variant {variant.name} has no ONNX file for ONNX Runtime")
-    session = onnx_session(str(variant.artifact), threads)
-    input_name = session.get_inputs()[0].name
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run(None, {input_name: images})[0])
-
-    return predict
-
-
-def onnx_session(path: str, threads: int) -> Any:
-    """An ONNX Runtime CPU session on ``threads`` intra-op threads, all graph optimisations."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return onnx_predictor(str(variant.artifact), "onnxruntime", threads)
 
 
 @register_runtime("openvino", "OpenVINO runtime on the CPU device.")
 def _openvino(variant: Variant, threads: int) -> Predictor:
     if variant.artifact is None:
         raise ValueError(f"variant {variant.name} has no ONNX file for OpenVINO")
-    compiled = openvino_model(str(variant.artifact), threads)
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        return np.asarray(compiled(images)[0])
-
-    return predict
-
-
-def openvino_model(path: str, threads: int) -> Any:
-    """The ONNX file compiled for OpenVINO's CPU device on ``threads`` inference threads."""
-    import openvino as ov
-
-    core = ov.Core()
-    return core.compile_model(
-        path,
-        "CPU",
-        {
-            "INFERENCE_NUM_THREADS": threads,
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": 1,
-            # OpenVINO computes in bf16 where the CPU has it unless told not to: an FP32 row
-            # must be FP32, and an INT8 model's unquantised layers stay as they were measured.
-            "INFERENCE_PRECISION_HINT": "f32",
-        },
-    )
+    return onnx_predictor(str(variant.artifact), "openvino", threads)

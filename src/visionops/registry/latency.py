@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from mlflow.exceptions import MlflowException
 
+from visionops.inference.onnx_runtimes import onnx_predictor, registered_runtime
 from visionops.registry._client import RegistryError
-from visionops.tracking.client import download_model, model_metadata
+from visionops.tracking.client import download_model, image_shape, model_metadata
 from visionops.tracking.model_logging import load_pytorch_model
 
 #: Untimed passes first: the first calls allocate buffers and pick kernels.
@@ -81,26 +82,15 @@ def _time_onnx(
     num_warmup: int,
 ) -> LatencyStats:
     """An ONNX variant, on the runtime it was registered for, on ``num_threads`` threads."""
-    from visionops.optimize.registration import RUNTIME_METADATA_KEY
-    from visionops.optimize.runtimes import onnx_session, openvino_model
-
-    runtime = (metadata.metadata or {}).get(RUNTIME_METADATA_KEY, "onnxruntime")
+    runtime = registered_runtime(metadata.metadata)
     model_file = model_dir / metadata.flavors["onnx"]["data"]
     try:
-        if runtime == "openvino":
-            compiled = openvino_model(str(model_file), num_threads)
-
-            def predict(images: torch.Tensor) -> Any:
-                return compiled(images.numpy())
-        else:
-            session = onnx_session(str(model_file), num_threads)
-            input_name = session.get_inputs()[0].name
-
-            def predict(images: torch.Tensor) -> Any:
-                return session.run(None, {input_name: images.numpy()})
+        predict = onnx_predictor(str(model_file), runtime, num_threads)
     except Exception as exc:  # the runtimes raise their own error types
         raise RegistryError(f"cannot load {model_uri} on {runtime}: {exc}") from exc
-    stats = time_forward(predict, torch.rand(shape), num_runs, num_warmup)
+    stats = time_forward(
+        lambda images: predict(images.numpy()), torch.rand(shape), num_runs, num_warmup
+    )
     # The runtime's own thread pool, not torch's, did the work.
     return LatencyStats(
         stats.p50_ms, stats.p95_ms, stats.runs, stats.warmup_runs, num_threads, stats.input_shape
@@ -134,14 +124,13 @@ def batch_one_shape(model_uri: str, model_dir: Path) -> tuple[int, ...]:
     """The input shape from the signature of the model downloaded from ``model_uri`` to
     ``model_dir``, with the batch dimension set to 1."""
     try:
-        signature = model_metadata(model_dir).signature
+        metadata = model_metadata(model_dir)
     except (MlflowException, OSError) as exc:
         raise RegistryError(f"cannot read the model at {model_uri}: {exc}") from exc
-    inputs = signature.inputs.to_dict() if signature and signature.inputs else []
-    shape = inputs[0].get("tensor-spec", {}).get("shape") if len(inputs) == 1 else None
-    if not shape or any(dim < 1 for dim in shape[1:]):
+    shape = image_shape(metadata)
+    if shape is None:
         raise RegistryError(
-            f"{model_uri} has no signature with one fixed-size tensor input (got {inputs}); "
+            f"{model_uri} has no signature with one fixed-size tensor input; "
             "its latency cannot be measured"
         )
-    return (1, *(int(dim) for dim in shape[1:]))
+    return (1, *shape)

@@ -20,11 +20,15 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
+
+from visionops import names
 
 if TYPE_CHECKING:
     from mlflow.models import Model
     from mlflow.tracking import MlflowClient
+
+    from visionops.config import TrainConfig
 
 _TRACKING_URI_VARIABLE = "MLFLOW_TRACKING_URI"
 
@@ -66,6 +70,49 @@ def model_metadata(model_dir: Path) -> Model:
     from mlflow.models import Model
 
     return Model.load(str(model_dir))
+
+
+def signature_shape(metadata: Model, side: Literal["inputs", "outputs"]) -> list[int] | None:
+    """The shape (-1 for a free dimension) of the one tensor a model's signature declares on
+    ``side``, or None when the signature does not declare exactly one tensor there."""
+    signature = metadata.signature
+    schema = getattr(signature, side) if signature else None
+    specs = schema.to_dict() if schema else []
+    shape = specs[0].get("tensor-spec", {}).get("shape") if len(specs) == 1 else None
+    return [int(dim) for dim in shape] if shape else None
+
+
+def image_shape(metadata: Model) -> tuple[int, ...] | None:
+    """One image as the model's signature takes it, e.g. ``(3, 32, 32)``: the input shape
+    without its batch axis; None unless the signature has one input of fixed image size."""
+    shape = signature_shape(metadata, "inputs")
+    if not shape or len(shape) < 2 or any(dim < 1 for dim in shape[1:]):
+        return None
+    return tuple(shape[1:])
+
+
+def run_config(run_id: str, tracking_uri: str) -> TrainConfig:
+    """The training configuration run ``run_id`` logged (``names.RUN_CONFIG_ARTIFACT``).
+
+    Raises:
+        MlflowException, OSError: the run or its configuration cannot be read.
+    """
+    import mlflow
+
+    from visionops.config import load_config
+
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=names.RUN_CONFIG_ARTIFACT, tracking_uri=tracking_uri
+    )
+    return load_config(Path(local))
+
+
+def run_experiment_name(client: MlflowClient, run_id: str | None) -> str | None:
+    """The name of the experiment holding ``run_id`` (None for no run): where the runs that
+    evaluate or optimise its models go by default."""
+    if run_id is None:
+        return None
+    return str(client.get_experiment(client.get_run(run_id).info.experiment_id).name)
 
 
 @contextmanager

@@ -30,7 +30,6 @@ def epoch_report(end: EpochEnd) -> dict[str, Any]:
 
 
 MANIFEST = "visionops-checkpoint.json"  # which run, file and epoch the folder holds
-_CONFIG_FILE = "config.yaml"
 
 
 def pack_checkpoint(end: EpochEnd, folder: Path) -> None:
@@ -39,9 +38,9 @@ def pack_checkpoint(end: EpochEnd, folder: Path) -> None:
     Files are hard-linked where possible: Ray copies the folder before it is deleted.
     """
     _link_or_copy(end.checkpoint, folder / end.checkpoint.name)
-    config = end.run_dir / _CONFIG_FILE
+    config = end.run_dir / names.RUN_CONFIG_ARTIFACT
     if config.is_file():
-        _link_or_copy(config, folder / _CONFIG_FILE)
+        _link_or_copy(config, folder / names.RUN_CONFIG_ARTIFACT)
     manifest = {"run_id": end.run_id, "checkpoint": end.checkpoint.name, "epoch": end.epoch}
     (folder / MANIFEST).write_text(json.dumps(manifest))
 
@@ -58,8 +57,9 @@ def unpack_checkpoint(folder: Path, output_dir: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.exists():
         shutil.copy2(folder / manifest["checkpoint"], target)
-    if (folder / _CONFIG_FILE).is_file() and not (run_dir / _CONFIG_FILE).exists():
-        shutil.copy2(folder / _CONFIG_FILE, run_dir / _CONFIG_FILE)
+    packed_config = folder / names.RUN_CONFIG_ARTIFACT
+    if packed_config.is_file() and not (run_dir / names.RUN_CONFIG_ARTIFACT).exists():
+        shutil.copy2(packed_config, run_dir / names.RUN_CONFIG_ARTIFACT)
     return target
 
 

@@ -11,17 +11,23 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from visionops import names
-from visionops.config import Override, TrackingConfig, TrainConfig, load_config, resolve_config
+from visionops.config import Override, TrackingConfig, TrainConfig, resolve_config
 from visionops.data import build_data, create_eval_loader
 from visionops.errors import VisionOpsError
 from visionops.tracking import RunTracker
-from visionops.tracking.client import download_model, model_metadata, tracking_client
+from visionops.tracking.client import (
+    download_model,
+    model_metadata,
+    run_config,
+    run_experiment_name,
+    signature_shape,
+    tracking_client,
+)
 from visionops.tracking.model_logging import load_pytorch_model
 from visionops.training.evaluate import EvalResult, evaluate
 from visionops.training.finalize import evaluation_metrics, log_evaluation
@@ -85,7 +91,7 @@ def evaluate_model(
         tracker = RunTracker(
             TrackingConfig(
                 tracking_uri=client.tracking_uri,
-                experiment=_experiment_name(client, source_run_id),
+                experiment=run_experiment_name(client, source_run_id),
                 run_name=f"evaluate-{split}",
                 system_metrics=False,
             )
@@ -105,9 +111,7 @@ def evaluate_model(
 
 
 def _check_classes(metadata: Model, model_uri: str, num_classes: int, dataset: str) -> None:
-    signature = metadata.signature
-    outputs = signature.outputs.to_dict() if signature and signature.outputs else []
-    shape = outputs[0].get("tensor-spec", {}).get("shape") if outputs else None
+    shape = signature_shape(metadata, "outputs")
     if shape and shape[-1] != num_classes:
         raise VisionOpsError(
             f"model {model_uri} predicts {shape[-1]} classes but dataset {dataset!r} has "
@@ -120,18 +124,11 @@ def _training_config(client: MlflowClient, run_id: str | None) -> TrainConfig:
         logger.warning("model has no source run; evaluating with the default data configuration")
         return TrainConfig()
     try:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="config.yaml", tracking_uri=client.tracking_uri
-        )
+        return run_config(run_id, client.tracking_uri)
     except (MlflowException, OSError):
         logger.warning(
-            "run %s has no config.yaml; evaluating with the default data configuration", run_id
+            "run %s has no %s; evaluating with the default data configuration",
+            run_id,
+            names.RUN_CONFIG_ARTIFACT,
         )
         return TrainConfig()
-    return load_config(Path(local))
-
-
-def _experiment_name(client: MlflowClient, run_id: str | None) -> str | None:
-    if run_id is None:
-        return None
-    return client.get_experiment(client.get_run(run_id).info.experiment_id).name

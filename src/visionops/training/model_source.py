@@ -18,11 +18,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from visionops.config import TrainConfig, load_config
+from visionops import names
+from visionops.config import TrainConfig
 from visionops.errors import ConfigError, VisionOpsError
 from visionops.models import ImageClassifier, create_model
 from visionops.models.compression import apply_compression
-from visionops.tracking.client import download_model, model_metadata, resolve_tracking_uri
+from visionops.tracking.client import (
+    download_model,
+    image_shape,
+    model_metadata,
+    resolve_tracking_uri,
+    run_config,
+)
 from visionops.tracking.model_logging import load_pytorch_model
 
 logger = logging.getLogger(__name__)
@@ -114,28 +121,22 @@ def _download(
         stored = load_pytorch_model(str(model_dir), map_location="cpu")
     except (MlflowException, OSError) as exc:
         raise VisionOpsError(f"cannot load model {model_uri!r}: {exc}") from exc
-    signature = metadata.signature
-    inputs = signature.inputs.to_dict() if signature and signature.inputs else []
-    shape = inputs[0].get("tensor-spec", {}).get("shape") if len(inputs) == 1 else None
-    if not shape or any(dim < 1 for dim in shape[1:]):
+    shape = image_shape(metadata)
+    if shape is None:
         raise VisionOpsError(f"model {model_uri} has no signature with one image input")
-    return stored, metadata.run_id, tuple(int(dim) for dim in shape[1:])
+    return stored, metadata.run_id, shape
 
 
 def _run_config(run_id: str, tracking_uri: str, model_uri: str) -> TrainConfig:
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="config.yaml", tracking_uri=tracking_uri
-        )
+        return run_config(run_id, tracking_uri)
     except (MlflowException, OSError) as exc:
         raise VisionOpsError(
-            f"model {model_uri} comes from run {run_id}, which has no config.yaml to rebuild "
-            f"its architecture from: {exc}"
+            f"model {model_uri} comes from run {run_id}, which has no "
+            f"{names.RUN_CONFIG_ARTIFACT} to rebuild its architecture from: {exc}"
         ) from exc
-    return load_config(Path(local))
 
 
 def _load_weights(model: nn.Module, source: nn.Module, model_uri: str, name: str) -> None:

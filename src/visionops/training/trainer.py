@@ -291,15 +291,15 @@ def _new_run_dir(cfg: TrainConfig, run_id: str | None, tracker: RunTracker, crea
     run_dir = cfg.checkpoint.output_dir / (run_id or time.strftime("run-%Y%m%d-%H%M%S"))
     if create:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        tracker.log_artifact(run_dir / "config.yaml")
+        save_config(cfg, run_dir / names.RUN_CONFIG_ARTIFACT)
+        tracker.log_artifact(run_dir / names.RUN_CONFIG_ARTIFACT)
     return run_dir
 
 
 def saved_run(resume: str, output_dir: Path) -> tuple[Path, TrainConfig]:
     """The run folder ``--resume`` designates and the configuration it was started with."""
     run_dir, _ = ckpt.resolve_resume(resume, output_dir)
-    saved = run_dir / "config.yaml"
+    saved = run_dir / names.RUN_CONFIG_ARTIFACT
     if not saved.is_file():
         raise CheckpointError(f"{run_dir} has no config.yaml; is it a visionops run folder?")
     return run_dir, load_config(saved)

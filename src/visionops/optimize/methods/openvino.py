@@ -37,7 +37,7 @@ def runtime_precisions(model_path: Path) -> Counter[str]:
     """``layer type:precision`` counts of the compute layers in OpenVINO's CPU execution graph of
     ``model_path`` (an ONNX file or IR) compiled as it is measured, read from the compiled
     model's runtime info."""
-    from visionops.optimize.runtimes import openvino_model
+    from visionops.inference.onnx_runtimes import openvino_model
 
     compiled = openvino_model(str(model_path), 1)
     counts: Counter[str] = Counter()

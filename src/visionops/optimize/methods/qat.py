@@ -27,9 +27,9 @@ def build(ctx: OptimizeContext) -> list[Variant]:
     import onnx
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
+    from visionops.inference.onnx_runtimes import onnx_session
     from visionops.models.compression import ExportedNetwork
     from visionops.optimize.export import export_onnx
-    from visionops.optimize.runtimes import onnx_session
 
     trained, run_id = ctx.finetune("qat", "qat")
     if not isinstance(trained, ExportedNetwork):
