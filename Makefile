@@ -74,10 +74,12 @@ bench-tune: $(STAMP)
 MODEL_URI ?= models:/cifar10-fast/1
 TEACHER_URI ?= $(MODEL_URI)
 BENCH_TRACKING_URI ?= $(MLFLOW_TRACKING_URI)
+# More flags of benchmarks/optimize.py, e.g. OPTIMIZE_ARGS="--methods prune-structured --prune-ratio 0.3"
+OPTIMIZE_ARGS ?=
 
 bench-optimize: $(STAMP)
 	$(BIN)/python benchmarks/optimize.py --model-uri $(MODEL_URI) --dataset imagefolder \
-		--data-dir $(CIFAR10_DIR) --tracking-uri $(BENCH_TRACKING_URI)
+		--data-dir $(CIFAR10_DIR) --tracking-uri $(BENCH_TRACKING_URI) $(OPTIMIZE_ARGS)
 
 bench-distill: $(STAMP)
 	$(BIN)/python benchmarks/distillation.py --teacher $(TEACHER_URI) --recipe cifar10-fast \

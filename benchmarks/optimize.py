@@ -36,6 +36,9 @@ def main() -> None:
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument(
+        "--finetune-lr-fraction", type=float, default=OptimizeOptions.finetune_lr_fraction
+    )
     parser.add_argument("--prune-ratio", type=float, default=0.5)
     parser.add_argument("--calibration-images", type=int, default=512)
     parser.add_argument("--latency-runs", type=int, default=200)
@@ -47,6 +50,7 @@ def main() -> None:
         methods=tuple(args.methods.split(",")),
         calibration_images=args.calibration_images,
         finetune_epochs=args.finetune_epochs,
+        finetune_lr_fraction=args.finetune_lr_fraction,
         prune_ratio=args.prune_ratio,
         latency_runs=args.latency_runs,
         throughput_batches=20,

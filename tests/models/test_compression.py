@@ -157,3 +157,40 @@ def test_structured_pruning_handles_every_model(name: str) -> None:
     pruned = apply_compression("prune-structured", source, images, 0.5)
     assert _count(pruned) <= 0.5 * _count(source)
     assert pruned.eval()(images).shape == (2, 10)
+
+
+def _weight_layers(graph: torch.fx.GraphModule) -> tuple[int, int]:
+    """(conv/linear nodes whose weight is dequantised from INT8, all conv/linear nodes)."""
+    layers = [
+        node
+        for node in graph.graph.nodes
+        if node.op == "call_function"
+        and node.target in (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
+    ]
+    dequantised = [node for node in layers if "dequantize" in str(node.args[1].target)]
+    return len(dequantised), len(layers)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_the_int8_quantizer_covers_every_layer_of_every_model(name: str) -> None:
+    """int8-pt2e and QAT quantise what torchao's X86 quantizer annotates, and it matches layers
+    by exact type and op: nn.Conv2d subclasses or padding="same" would stay FP32 silently, and a
+    module called twice (torchvision's BasicBlock ReLU) makes it raise."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    spec = next(s for s in model_specs() if s.name == name)
+    torch.manual_seed(0)
+    width = {"width_multiplier": 0.25} if spec.supports_width else {}
+    backbone = create_model(name, 10, small_input_stem=True, **width)
+    source = ImageClassifier(backbone, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)).eval()
+    images = torch.rand(2, 3, 32, 32)
+    graph = torch.export.export(source, (images,)).module()
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    prepared = prepare_pt2e(graph, quantizer)
+    prepared(images)
+    quantised, layers = _weight_layers(convert_pt2e(prepared))
+    assert layers > 0 and quantised == layers

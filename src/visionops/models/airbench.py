@@ -17,34 +17,37 @@ _WHITEN_KERNEL = 2
 _WHITEN_EPS = 5e-4
 
 
-class _BatchNorm(nn.BatchNorm2d):
+# The layers are plain nn.Conv2d / nn.BatchNorm2d configured here rather than subclasses, and
+# the padding is a number rather than "same": graph tools match layers by their exact type and
+# op (torchao's X86 quantizer finds convolutions through ``source_fn_stack``, which records a
+# subclass and so skips it, and rejects the ``aten.conv2d.padding`` op that "same" exports as).
+
+
+def _batch_norm(channels: int) -> nn.BatchNorm2d:
     """BatchNorm with a fixed unit scale: only the bias learns (the net has few channels
     and a learned scale just fights the weight decay)."""
+    # airbench's momentum 0.6 means PyTorch's 0.4: running stats follow the last batches.
+    norm = nn.BatchNorm2d(channels, eps=1e-12, momentum=0.4)
+    norm.weight.requires_grad_(False)
+    return norm
 
-    def __init__(self, channels: int) -> None:
-        # airbench's momentum 0.6 means PyTorch's 0.4: running stats follow the last batches.
-        super().__init__(channels, eps=1e-12, momentum=0.4)
-        self.weight.requires_grad_(False)
 
-
-class _Conv(nn.Conv2d):
-    def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__(c_in, c_out, kernel_size=3, padding="same", bias=False)
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
+def _conv(c_in: int, c_out: int) -> nn.Conv2d:
+    conv = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False)
+    with torch.no_grad():
         # Identity-initialised filters let the signal through unchanged at the start.
-        nn.init.dirac_(self.weight.data[: self.weight.size(1)])
+        nn.init.dirac_(conv.weight[:c_in])
+    return conv
 
 
 class _ConvGroup(nn.Module):
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
-        self.conv1 = _Conv(c_in, c_out)
+        self.conv1 = _conv(c_in, c_out)
         self.pool = nn.MaxPool2d(2)
-        self.norm1 = _BatchNorm(c_out)
-        self.conv2 = _Conv(c_out, c_out)
-        self.norm2 = _BatchNorm(c_out)
+        self.norm1 = _batch_norm(c_out)
+        self.conv2 = _conv(c_out, c_out)
+        self.norm2 = _batch_norm(c_out)
         self.activation = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

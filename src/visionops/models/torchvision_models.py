@@ -6,15 +6,31 @@ throws away most of a 32x32 image; the small-input stems keep full resolution th
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tvm
 
 from visionops.models.registry import register_model
 
 
+class _BasicBlock(tvm.resnet.BasicBlock):
+    """torchvision's block, its two activations as two calls rather than one module called
+    twice: torchao's X86 quantizer rejects a module that appears twice in the graph ("Input
+    partition has more than one output node"), which would leave ResNet-18 without INT8.
+    Same parameters, same state dict, same outputs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return F.relu(out + identity)
+
+
 @register_model("resnet18", "torchvision ResNet-18")
 def resnet18(num_classes: int, small_input_stem: bool, width_multiplier: float) -> nn.Module:
-    model = tvm.resnet18(weights=None, num_classes=num_classes)
+    # torchvision's resnet18() is ResNet(BasicBlock, [2, 2, 2, 2]); built the same way.
+    model = tvm.ResNet(_BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
     if small_input_stem:
         model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
