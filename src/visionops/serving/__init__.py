@@ -1,0 +1,1 @@
+"""Serving registered models over HTTP (``visionops serve``)."""
