@@ -90,16 +90,15 @@ def check_parity(
     model: nn.Module, onnx_path: Path, images: torch.Tensor, threads: int = 1
 ) -> ParityResult:
     """Compare ONNX Runtime's logits on ``images`` with ``model``'s."""
-    from visionops.inference.onnx_runtimes import onnx_session
+    from visionops.inference.onnx_runtimes import onnx_predictor
 
-    session = onnx_session(str(onnx_path), threads)
-    input_name = session.get_inputs()[0].name
+    predict = onnx_predictor(str(onnx_path), "onnxruntime", threads)
     max_diff, agree = 0.0, 0
     with torch.inference_mode():
         for start in range(0, len(images), 128):
             batch = images[start : start + 128].float().contiguous()
             expected = model(batch).float().numpy()
-            got = np.asarray(session.run(None, {input_name: batch.numpy()})[0])
+            got = predict(batch.numpy())
             max_diff = max(max_diff, float(np.abs(expected - got).max()))
             agree += int((expected.argmax(1) == got.argmax(1)).sum())
     return ParityResult(len(images), max_diff, agree / len(images))

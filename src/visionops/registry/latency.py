@@ -52,10 +52,10 @@ def measure_latency(
     with tempfile.TemporaryDirectory(prefix="visionops-latency-") as folder:
         try:
             model_dir = download_model(model_uri, tracking_uri, Path(folder))
+            metadata = model_metadata(model_dir)
         except (MlflowException, OSError) as exc:
             raise RegistryError(f"cannot read the model at {model_uri}: {exc}") from exc
-        shape = batch_one_shape(model_uri, model_dir)
-        metadata = model_metadata(model_dir)
+        shape = batch_one_shape(model_uri, metadata)
         if "onnx" in metadata.flavors:
             return _time_onnx(
                 model_uri, model_dir, metadata, shape, num_runs, num_threads, num_warmup
@@ -120,13 +120,9 @@ def time_forward(
     )
 
 
-def batch_one_shape(model_uri: str, model_dir: Path) -> tuple[int, ...]:
-    """The input shape from the signature of the model downloaded from ``model_uri`` to
-    ``model_dir``, with the batch dimension set to 1."""
-    try:
-        metadata = model_metadata(model_dir)
-    except (MlflowException, OSError) as exc:
-        raise RegistryError(f"cannot read the model at {model_uri}: {exc}") from exc
+def batch_one_shape(model_uri: str, metadata: Any) -> tuple[int, ...]:
+    """The input shape from the signature of ``model_uri``'s MLmodel, with the batch dimension
+    set to 1."""
     shape = image_shape(metadata)
     if shape is None:
         raise RegistryError(

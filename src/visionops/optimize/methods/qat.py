@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from visionops.optimize.method import OptimizeContext, register_method
@@ -27,7 +26,7 @@ def build(ctx: OptimizeContext) -> list[Variant]:
     import onnx
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from visionops.inference.onnx_runtimes import onnx_session
+    from visionops.inference.onnx_runtimes import onnx_predictor
     from visionops.models.compression import ExportedNetwork
     from visionops.optimize.export import export_onnx
 
@@ -47,8 +46,7 @@ def build(ctx: OptimizeContext) -> list[Variant]:
     images = ctx.calibration_images
     with torch.inference_mode():
         expected = converted(images).argmax(1).numpy()
-    session = onnx_session(str(path), threads=1)
-    got = np.asarray(session.run(None, {session.get_inputs()[0].name: images.numpy()})[0])
+    got = onnx_predictor(str(path), "onnxruntime", threads=1)(images.numpy())
     agreement = float((got.argmax(1) == expected).mean())
     quantised, layers = _int8_weight_layers(graph)
     notes = [
