@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed
 # The quickstart logs to a local SQLite store unless MLFLOW_TRACKING_URI says otherwise.
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
-.PHONY: install quickstart test test-fast lint format bench-overhead bench-data bench-tta bench-tune \
-	bench-ddp bench-optimize bench-distill clean server tune tune-quick tune-extensive
+.PHONY: install system-packages quickstart test test-fast lint format bench-overhead bench-data \
+	bench-tta bench-tune bench-ddp bench-optimize bench-distill clean server tune \
+	tune-quick tune-extensive
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The Debian packages the tests need (chromium for the upload page); does nothing once installed.
+system-packages:
+	scripts/install-system-packages.sh
 
 quickstart: $(STAMP)
 	$(BIN)/visionops train --recipe quickstart
@@ -36,7 +41,7 @@ tune-extensive: $(STAMP)
 # optimisation tests run in a process of their own: they load ONNX Runtime, OpenVINO and
 # inductor's INT8 kernels, native libraries whose thread pools should not meet the state the
 # Ray and torchrun tests leave in a process (one such run ended in a segmentation fault).
-test: $(STAMP)
+test: $(STAMP) system-packages
 	$(BIN)/pytest --ignore=tests/optimize
 	$(BIN)/pytest tests/optimize
 

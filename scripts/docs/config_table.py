@@ -11,7 +11,7 @@ Each table lives in a docs page between two markers::
 Usage::
 
     python scripts/docs/config_table.py            # print the configuration table
-    python scripts/docs/config_table.py env        # config, env, recipes, run-options, server, methods
+    python scripts/docs/config_table.py env        # one table: config, env, recipes, serve, ...
     python scripts/docs/config_table.py --write    # rewrite every table in docs/ in place
 
 ``tests/test_docs.py`` fails when a page's table differs from what this script prints.
@@ -93,6 +93,28 @@ def server_rows() -> list[str]:
     return rows
 
 
+def serve_rows() -> list[str]:
+    """One row per ``visionops serve`` flag, from ``visionops.serving.settings.ServeConfig``."""
+    from visionops.serving.settings import ServeConfig
+
+    rows = ["| Flag | Default | Meaning |", "|---|---|---|"]
+    for name, field in ServeConfig.model_fields.items():
+        default = "required" if field.is_required() else f"`{field.default}`"
+        rows.append(f"| `--{name.replace('_', '-')}` | {default} | {field.description} |")
+    return rows
+
+
+def serving_metric_rows() -> list[str]:
+    """One row per metric of the server, from ``visionops.serving.metrics.ServingMetrics``."""
+    from visionops.serving.metrics import ServingMetrics
+
+    rows = ["| Metric | Type | Meaning |", "|---|---|---|"]
+    for collector in ServingMetrics().registry.collect():
+        name = collector.name + ("_total" if collector.type == "counter" else "")
+        rows.append(f"| `{name}` | {collector.type} | {collector.documentation} |")
+    return rows
+
+
 def method_rows() -> list[str]:
     """One row per optimisation method, from ``visionops.optimize.method.METHODS``."""
     import visionops.optimize.methods  # noqa: F401  (registers the methods)
@@ -111,6 +133,8 @@ TABLES: dict[str, tuple[str, Callable[[], list[str]]]] = {
     "run-options": ("docs/training.md", run_option_rows),
     "server": ("docs/team-server.md", server_rows),
     "methods": ("docs/optimize.md", method_rows),
+    "serve": ("docs/serving.md", serve_rows),
+    "serving-metrics": ("docs/serving.md", serving_metric_rows),
 }
 
 

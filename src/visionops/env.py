@@ -96,6 +96,15 @@ CUBLAS_WORKSPACE_CONFIG = EnvVar(
     "CUBLAS_WORKSPACE_CONFIG", _text, None, "cuBLAS workspace, ':4096:8' for determinism."
 )
 
+#: ``visionops serve --workers N``: the settings its worker processes start from.
+SERVE_CONFIG = EnvVar(
+    "VISIONOPS_SERVE_CONFIG", _text, None, "`visionops serve`: its settings, for its workers."
+)
+#: prometheus_client's own variable: where the workers of one server keep their metrics.
+PROMETHEUS_MULTIPROC_DIR = EnvVar(
+    "PROMETHEUS_MULTIPROC_DIR", _text, None, "Metrics of a multi-process server."
+)
+
 # --- MLflow's variables that visionops reads too ---------------------------------------------
 MLFLOW_TRACKING_URI = EnvVar(
     "MLFLOW_TRACKING_URI", _text, None, "Tracking server or store (default sqlite:///mlflow.db)."

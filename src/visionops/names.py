@@ -86,6 +86,18 @@ SOURCE_VERSION_TAG = "visionops.source_version"
 RUNTIME_TAG = "visionops.runtime"
 #: In the MLmodel metadata of a registered ONNX variant: the runtime it is measured and served on.
 RUNTIME_METADATA_KEY = "visionops.runtime"
+#: In the MLmodel metadata of every model visionops logs (pt2 and ONNX): what a server needs to
+#: answer an image without reading the training data.
+CLASSES_METADATA_KEY = "visionops.classes"  # the class names, in the model's output order
+TTA_METADATA_KEY = "visionops.tta"  # a key of training.evaluate.TTA_MODES: what evaluation applies
+INPUT_SHAPE_METADATA_KEY = "visionops.input_shape"  # one image: [channels, height, width]
+#: The ``python_function`` flavor of a logged pt2 model (``mlflow models serve``): its one input
+#: column (base64 of PNG, JPEG or WebP bytes) and its output columns (top-1 class name, its
+#: probability, every class's probability in class order).
+PYFUNC_IMAGE_COLUMN = "image"
+PYFUNC_LABEL_COLUMN = "label"
+PYFUNC_PROBABILITY_COLUMN = "probability"
+PYFUNC_PROBABILITIES_COLUMN = "probabilities"
 #: The training configuration every training run logs (what rebuilds, evaluates or fine-tunes
 #: the models it logged).
 RUN_CONFIG_ARTIFACT = "config.yaml"

@@ -188,7 +188,15 @@ def test_a_teacher_with_other_classes_is_a_config_error(teacher: Teacher, tmp_pa
     client = MlflowClient(teacher.tracking_uri)
     run_id = client.create_run(client.create_experiment("other-classes")).info.run_id
     example = torch.rand(4, 3, _IMAGE_SIZE, _IMAGE_SIZE)
-    info = log_model(three_classes, example, None, run_id, teacher.tracking_uri)
+    info = log_model(
+        three_classes,
+        example,
+        None,
+        run_id,
+        teacher.tracking_uri,
+        classes=("a", "b", "c"),
+        tta="none",
+    )
     client.set_terminated(run_id)
 
     cfg = _student(teacher, tmp_path, info.model_uri)

@@ -14,7 +14,13 @@ from visionops import names
 from visionops.config import CONFIG_FIELDS, TrainConfig
 from visionops.data import build_data
 from visionops.models import ImageClassifier, create_model
-from visionops.tracking.client import download_model, model_metadata
+from visionops.tracking.client import (
+    download_model,
+    image_shape,
+    model_classes,
+    model_metadata,
+    model_tta,
+)
 from visionops.training import checkpoint as ckpt
 from visionops.training import train
 
@@ -146,8 +152,16 @@ def test_logged_model_predicts_like_the_trained_one(trained, tmp_path: Path) -> 
     with torch.no_grad():
         torch.testing.assert_close(loaded(images), in_memory(images), rtol=1e-5, atol=1e-5)
 
+    # The image shape and classes are in the metadata; the signature is the image pyfunc's,
+    # a string column of base64 images (what mlflow models serve enforces).
     info = model_metadata(model_dir)
-    assert tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 3, 32, 32)
+    assert image_shape(info) == (3, 32, 32)
+    assert info.metadata[names.INPUT_SHAPE_METADATA_KEY] == [3, 32, 32]
+    assert model_classes(info) == tuple(data.classes)
+    assert model_tta(info) == cfg.data.tta
+    assert info.signature.inputs.to_dict() == [
+        {"type": "string", "name": names.PYFUNC_IMAGE_COLUMN, "required": True}
+    ]
     assert info.saved_input_example_info is not None
     version = MlflowClient(cfg.tracking.tracking_uri).get_model_version(
         "tiny-classifier", str(result.registered_version)

@@ -9,6 +9,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 from optimize_fixtures import SOURCE_NAME, TrainedSource
 
@@ -16,7 +17,7 @@ from visionops import names
 from visionops.optimize.options import OptimizeOptions
 from visionops.optimize.pipeline import optimize_model
 from visionops.optimize.report import REPORT_JSON, REPORT_MD, REPORT_PNG
-from visionops.tracking.client import download_model
+from visionops.tracking.client import download_model, image_shape, model_metadata
 
 
 def _options(**values: object) -> OptimizeOptions:
@@ -29,6 +30,11 @@ def _options(**values: object) -> OptimizeOptions:
         **values,
     }
     return OptimizeOptions(**settings)  # type: ignore[arg-type]
+
+
+def _source_metadata(trained_source: TrainedSource, tmp_path: Path) -> Model:
+    folder = download_model(trained_source.model_uri, trained_source.tracking_uri, tmp_path / "m")
+    return model_metadata(folder)
 
 
 def test_onnx_variant_is_measured_reported_and_registered(
@@ -74,6 +80,12 @@ def test_onnx_variant_is_measured_reported_and_registered(
     # The registered version loads through MLflow and predicts like the source model.
     images = np.random.default_rng(0).random((5, 3, 16, 16), dtype=np.float32)
     local = download_model(onnx_row.model_uri, trained_source.tracking_uri, tmp_path / "dl")
+    # Its MLmodel says what the training run's does: classes, TTA, image shape, and its runtime.
+    variant, source_info = model_metadata(local), _source_metadata(trained_source, tmp_path)
+    for key in (names.CLASSES_METADATA_KEY, names.TTA_METADATA_KEY):
+        assert variant.metadata[key] == source_info.metadata[key], key
+    assert image_shape(variant) == image_shape(source_info) == (3, 16, 16)
+    assert variant.metadata[names.RUNTIME_METADATA_KEY] == "onnxruntime"
     predicted = mlflow.pyfunc.load_model(str(local)).predict(images)
     logits = np.asarray(predicted["logits"] if isinstance(predicted, dict) else predicted)
     source_dir = download_model(

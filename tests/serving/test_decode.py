@@ -112,3 +112,12 @@ def test_a_polyglot_is_read_as_the_image_its_header_declares() -> None:
     image = Image.fromarray(_pixels())
     polyglot = _encode(image, "PNG") + b"<html><script>alert(1)</script></html>PK\x03\x04"
     assert torch.equal(decode_image(polyglot, image_size=32), build_decode(32)(image))
+
+
+def test_a_png_signature_with_a_corrupt_header_is_400_not_415() -> None:
+    header = struct.pack(">IIBBBBB", 0, 0, 8, 2, 0, 0, 0)  # a zero-size canvas
+    chunk = (
+        struct.pack(">I", 13) + b"IHDR" + header + struct.pack(">I", zlib.crc32(b"IHDR" + header))
+    )
+    with pytest.raises(InvalidImage):
+        decode_image(b"\x89PNG\r\n\x1a\n" + chunk, 16)

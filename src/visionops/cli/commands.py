@@ -205,6 +205,7 @@ def _team_commands() -> dict[str, Any]:
         admin_commands,
         optimize_commands,
         registry_commands,
+        serve_commands,
         server_commands,
         tracking_commands,
         tune_commands,
@@ -217,6 +218,7 @@ def _team_commands() -> dict[str, Any]:
         **tracking_commands.COMMANDS,
         **tune_commands.COMMANDS,
         **optimize_commands.COMMANDS,
+        **serve_commands.COMMANDS,
     }
 
 

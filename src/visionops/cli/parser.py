@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         admin_commands,
         optimize_commands,
         registry_commands,
+        serve_commands,
         server_commands,
         tracking_commands,
         tune_commands,
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         tracking_commands,
         tune_commands,
         optimize_commands,
+        serve_commands,
     ):
         module.add_parsers(commands)
     return parser

@@ -197,7 +197,15 @@ def _record_variant(
         tracker.flush()
         assert run_id is not None
         log_and_register(
-            variant, row, run_id, ctx.example(4), ctx.source_name, ctx.source_version, uri
+            variant,
+            row,
+            run_id,
+            ctx.example(4),
+            ctx.source_name,
+            ctx.source_version,
+            uri,
+            classes=ctx.data.classes,
+            tta=ctx.source.config.data.tta,
         )
         status = "FINISHED"
     finally:

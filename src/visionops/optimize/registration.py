@@ -10,6 +10,7 @@ them. A variant whose logging or registration fails keeps its row, with the reas
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from importlib.metadata import version
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 from visionops import names
 from visionops.optimize.report import Row
 from visionops.optimize.variant import Variant
-from visionops.tracking.client import process_tracking_uri, tracking_client
+from visionops.tracking.client import process_tracking_uri, serving_metadata, tracking_client
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +61,14 @@ def log_and_register(
     registered_name: str,
     source_version: str,
     tracking_uri: str,
+    *,
+    classes: Sequence[str],
+    tta: str,
 ) -> None:
     """Log ``variant`` to ``run_id`` and register it; fills ``row.model_uri`` and
-    ``row.version`` (or a note saying why it is not registered)."""
+    ``row.version`` (or a note saying why it is not registered). ``classes`` (in output order)
+    and ``tta`` (the source run's test-time augmentation) go into its MLmodel metadata, as
+    training writes them, so every version serves the same way."""
     import mlflow
 
     tags = {
@@ -71,7 +77,7 @@ def log_and_register(
         names.RUNTIME_TAG: variant.runtime,
     }
     try:
-        logged_uri = _log_model(variant, run_id, example, tracking_uri)
+        logged_uri = _log_model(variant, run_id, example, tracking_uri, classes, tta)
         with process_tracking_uri(tracking_uri):  # see visionops.tracking.client
             version = mlflow.register_model(logged_uri, registered_name, tags=tags)
     except Exception as exc:  # MLflow, export and serialisation errors of every kind
@@ -84,7 +90,14 @@ def log_and_register(
     tracking_client(tracking_uri).set_tag(run_id, names.MODEL_URI_TAG, row.model_uri)
 
 
-def _log_model(variant: Variant, run_id: str, example: torch.Tensor, tracking_uri: str) -> str:
+def _log_model(
+    variant: Variant,
+    run_id: str,
+    example: torch.Tensor,
+    tracking_uri: str,
+    classes: Sequence[str],
+    tta: str,
+) -> str:
     import mlflow
     from mlflow.models import infer_signature
 
@@ -102,7 +115,10 @@ def _log_model(variant: Variant, run_id: str, example: torch.Tensor, tracking_ur
                 name="model",
                 signature=signature,
                 input_example=batch,
-                metadata={names.RUNTIME_METADATA_KEY: variant.runtime},
+                metadata={
+                    names.RUNTIME_METADATA_KEY: variant.runtime,
+                    **serving_metadata(classes, tta, batch.shape[1:]),
+                },
                 run_id=run_id,
                 save_as_external_data=False,
                 onnx_execution_providers=["CPUExecutionProvider"],
@@ -117,7 +133,8 @@ def _log_model(variant: Variant, run_id: str, example: torch.Tensor, tracking_ur
 
     # A PT2E INT8 program loads only where torchao registers its quantised ops.
     extra = (f"torchao=={version('torchao')}",) if variant.loggable_module is not None else ()
-    return str(log_model(module, example, None, run_id, tracking_uri, extra).model_uri)
+    info = log_model(module, example, None, run_id, tracking_uri, extra, classes=classes, tta=tta)
+    return str(info.model_uri)
 
 
 def _onnx_requirements(runtime: str) -> list[str]:

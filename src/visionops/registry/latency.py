@@ -2,10 +2,10 @@
 
 The model is loaded from the registry exactly as a server would load it (``pt2`` /
 torch.export, a pickled module, or an ONNX file on the runtime its MLmodel names: ONNX Runtime
-or OpenVINO, as ``visionops optimize`` registers variants), fed random images of the shape in its
-signature, and
-timed one image at a time after a warm-up, on a given number of torch threads (the promotion
-policy's, one by default: a serving worker's setting).
+or OpenVINO, as ``visionops optimize`` registers variants), fed random images of the shape its
+MLmodel records (``tracking.client.image_shape``), and timed one image at a time after a
+warm-up, on a given number of torch threads (the promotion policy's, one by default: a serving
+worker's setting).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from mlflow.exceptions import MlflowException
 
+from visionops import names
 from visionops.inference.onnx_runtimes import onnx_predictor, registered_runtime
 from visionops.registry._client import RegistryError
 from visionops.tracking.client import download_model, image_shape, model_metadata
@@ -121,12 +122,13 @@ def time_forward(
 
 
 def batch_one_shape(model_uri: str, metadata: Any) -> tuple[int, ...]:
-    """The input shape from the signature of ``model_uri``'s MLmodel, with the batch dimension
-    set to 1."""
+    """The image shape ``model_uri``'s MLmodel records (its metadata, or an older model's
+    tensor signature), with a batch dimension of 1."""
     shape = image_shape(metadata)
     if shape is None:
         raise RegistryError(
-            f"{model_uri} has no signature with one fixed-size tensor input; "
+            f"{model_uri} records no fixed image shape (no {names.INPUT_SHAPE_METADATA_KEY} "
+            "metadata, nor a signature with one tensor input); "
             "its latency cannot be measured"
         )
     return (1, *shape)

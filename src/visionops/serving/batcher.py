@@ -54,6 +54,7 @@ class DynamicBatcher:
         max_wait_ms: float,
         max_queue: int,
         on_batch: Callable[[BatchRecord], None] | None = None,
+        on_depth: Callable[[int], None] | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue < max_batch_size or max_wait_ms < 0:
             raise ValueError(
@@ -65,6 +66,7 @@ class DynamicBatcher:
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue = max_queue
         self.on_batch = on_batch
+        self.on_depth = on_depth  # called with the number of pending images when it changes
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._pending = 0  # images submitted and not yet answered
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
@@ -101,7 +103,7 @@ class DynamicBatcher:
         count = len(images)
         if self._pending + count > self.max_queue:
             raise QueueFull(self._pending, self.max_queue)
-        self._pending += count
+        self._set_pending(self._pending + count)
         loop = asyncio.get_running_loop()
         items = [_Item(image, loop.create_future()) for image in images]
         for item in items:
@@ -109,7 +111,12 @@ class DynamicBatcher:
         try:
             return torch.stack(await asyncio.gather(*(item.result for item in items)))
         finally:
-            self._pending -= count
+            self._set_pending(self._pending - count)
+
+    def _set_pending(self, value: int) -> None:
+        self._pending = value
+        if self.on_depth is not None:
+            self.on_depth(value)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

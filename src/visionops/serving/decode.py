@@ -19,6 +19,14 @@ from visionops.errors import VisionOpsError
 
 #: Pillow format name -> media type, for the formats the server accepts.
 SUPPORTED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+#: The first bytes of each accepted format (WebP: a RIFF container of type WEBP).
+_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+
+
+def _has_supported_signature(data: bytes) -> bool:
+    return data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
 #: The largest image decoded (width x height): a 4K photo fits, a decompression bomb does not.
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
@@ -58,6 +66,8 @@ def decode_image(
         try:
             image = Image.open(io.BytesIO(data), formats=tuple(SUPPORTED_FORMATS))
         except UnidentifiedImageError as exc:
+            if _has_supported_signature(data):  # the right kind of file, broken inside
+                raise InvalidImage(f"corrupt image header: {exc}") from exc
             raise UnsupportedImage(
                 f"not an image this server reads (accepted: {accepted})"
             ) from exc

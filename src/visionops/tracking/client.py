@@ -17,10 +17,10 @@ the user's setting back afterwards.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from visionops import names
 
@@ -83,12 +83,47 @@ def signature_shape(metadata: Model, side: Literal["inputs", "outputs"]) -> list
 
 
 def image_shape(metadata: Model) -> tuple[int, ...] | None:
-    """One image as the model's signature takes it, e.g. ``(3, 32, 32)``: the input shape
-    without its batch axis; None unless the signature has one input of fixed image size."""
-    shape = signature_shape(metadata, "inputs")
-    if not shape or len(shape) < 2 or any(dim < 1 for dim in shape[1:]):
+    """One image as the model takes it, e.g. ``(3, 32, 32)``: the MLmodel's
+    ``names.INPUT_SHAPE_METADATA_KEY``, else (models logged before it, whose signature is the
+    tensor's) the signature's input shape without its batch axis; None unless one of them
+    gives a fixed image size."""
+    stored = _metadata(metadata).get(names.INPUT_SHAPE_METADATA_KEY)
+    if stored is not None:
+        shape = [int(dim) for dim in stored]
+    else:
+        signature = signature_shape(metadata, "inputs")
+        shape = signature[1:] if signature else []
+    if len(shape) < 1 or any(dim < 1 for dim in shape):
         return None
-    return tuple(shape[1:])
+    return tuple(shape)
+
+
+def model_classes(metadata: Model) -> tuple[str, ...] | None:
+    """The class names of a model's outputs, in order (``names.CLASSES_METADATA_KEY``); None
+    for a model logged without them."""
+    classes = _metadata(metadata).get(names.CLASSES_METADATA_KEY)
+    return tuple(str(name) for name in classes) if classes else None
+
+
+def model_tta(metadata: Model) -> str:
+    """The test-time augmentation evaluation applies to a model (a key of
+    ``training.evaluate.TTA_MODES``; ``names.TTA_METADATA_KEY``), "none" when not recorded."""
+    return str(_metadata(metadata).get(names.TTA_METADATA_KEY) or "none")
+
+
+def serving_metadata(
+    classes: Sequence[str], tta: str, input_shape: Sequence[int]
+) -> dict[str, Any]:
+    """The MLmodel metadata that ``model_classes``, ``model_tta`` and ``image_shape`` read."""
+    return {
+        names.CLASSES_METADATA_KEY: [str(name) for name in classes],
+        names.TTA_METADATA_KEY: tta,
+        names.INPUT_SHAPE_METADATA_KEY: [int(dim) for dim in input_shape],
+    }
+
+
+def _metadata(metadata: Model) -> dict[str, Any]:
+    return metadata.metadata or {}
 
 
 def run_config(run_id: str, tracking_uri: str) -> TrainConfig:

@@ -91,7 +91,13 @@ def finalize_run(
 
         example = next(iter(job.val_loader))[0]
         info = log_model(
-            model, example, cfg.tracking.register_as, tracker.run_id, tracker.tracking_uri
+            model,
+            example,
+            cfg.tracking.register_as,
+            tracker.run_id,
+            tracker.tracking_uri,
+            classes=data.classes,
+            tta=tta,
         )
         model_uri = info.model_uri
         # A local store reports the version as a number, the REST client as a string.

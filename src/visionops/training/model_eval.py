@@ -22,6 +22,7 @@ from visionops.errors import VisionOpsError
 from visionops.tracking import RunTracker
 from visionops.tracking.client import (
     download_model,
+    model_classes,
     model_metadata,
     run_config,
     run_experiment_name,
@@ -111,10 +112,15 @@ def evaluate_model(
 
 
 def _check_classes(metadata: Model, model_uri: str, num_classes: int, dataset: str) -> None:
-    shape = signature_shape(metadata, "outputs")
-    if shape and shape[-1] != num_classes:
+    classes = model_classes(metadata)
+    if classes is not None:
+        predicted: int | None = len(classes)
+    else:  # a model logged before its class names were: its tensor signature's outputs
+        shape = signature_shape(metadata, "outputs")
+        predicted = shape[-1] if shape else None
+    if predicted is not None and predicted != num_classes:
         raise VisionOpsError(
-            f"model {model_uri} predicts {shape[-1]} classes but dataset {dataset!r} has "
+            f"model {model_uri} predicts {predicted} classes but dataset {dataset!r} has "
             f"{num_classes}; evaluate it on data with the classes it was trained on"
         )
 

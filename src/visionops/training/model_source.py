@@ -123,7 +123,10 @@ def _download(
         raise VisionOpsError(f"cannot load model {model_uri!r}: {exc}") from exc
     shape = image_shape(metadata)
     if shape is None:
-        raise VisionOpsError(f"model {model_uri} has no signature with one image input")
+        raise VisionOpsError(
+            f"model {model_uri} records no image shape (no {names.INPUT_SHAPE_METADATA_KEY} "
+            "metadata, nor a signature with one image input)"
+        )
     return stored, metadata.run_id, shape
 
 

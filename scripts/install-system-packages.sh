@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Install the Debian packages the test suite needs (make test runs this first).
+#
+#   scripts/install-system-packages.sh
+#
+#   chromium, chromium-driver   headless browser for the upload page's test (tests/serving/)
+#
+# Does nothing when every package is already installed, so it is safe to re-run. Otherwise runs
+# apt-get update and apt-get install, as root or through sudo; fails with a message naming the
+# packages when neither is possible (install them yourself, then re-run make test).
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
+only_help_argument "$@"
+
+PACKAGES=(
+    chromium
+    chromium-driver
+)
+
+if ! command -v dpkg-query >/dev/null || ! command -v apt-get >/dev/null; then
+    die "no dpkg/apt-get: this script installs Debian packages; install ${PACKAGES[*]} with your system's package manager"
+fi
+
+# `dpkg -s` also succeeds for a package removed with its configuration kept; only "installed" counts.
+missing=()
+for package in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$package" 2>/dev/null) || status=""
+    [[ $status == installed ]] || missing+=("$package")
+done
+if ((${#missing[@]} == 0)); then
+    note "system packages: all installed (${PACKAGES[*]})"
+    exit 0
+fi
+
+if ((EUID == 0)); then
+    as_root=(env)
+elif command -v sudo >/dev/null; then
+    as_root=(sudo env)
+else
+    die "missing system packages ${missing[*]}: run this script as root or install sudo, or run 'apt-get install ${missing[*]}' as root"
+fi
+
+note "system packages: installing ${missing[*]}"
+"${as_root[@]}" DEBIAN_FRONTEND=noninteractive apt-get update -q
+"${as_root[@]}" DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
