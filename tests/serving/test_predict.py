@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import base64
+import json
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -149,4 +152,68 @@ def test_concurrent_clients_share_batches_and_each_gets_its_own_answers(
         == 1
     )
     assert metric_value(text, names.QUEUE_DEPTH, role="production") == 0
+    server.stop()
+
+
+def test_the_openapi_schema_and_its_page(serve_url: str) -> None:
+    schema = httpx.get(f"{serve_url}/openapi.json").json()
+    predict = schema["paths"]["/v1/predict"]["post"]
+    assert set(predict["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
+    assert {"200", "400", "413", "415", "503"} <= set(predict["responses"])
+    assert "/v2/models/{name}/infer" in schema["paths"]
+    page = httpx.get(f"{serve_url}/docs")
+    assert page.status_code == 200 and "swagger" in page.text.lower()
+    assert "/metrics" not in schema["paths"]  # Prometheus' endpoint, not part of the API
+
+
+def test_an_onnx_variant_is_served_on_onnx_runtime(
+    start_server,
+    served_registry: ServedRegistry,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    # `visionops optimize` registers the variant; in a process of its own, as the Makefile
+    # keeps ONNX Runtime out of the process that runs the Ray and torchrun tests.
+    optimized = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "visionops",
+            "optimize",
+            "--model-uri",
+            f"models:/{MODEL_NAME}/1",
+            "--methods",
+            "onnx",
+            "--tracking-uri",
+            served_registry.tracking_uri,
+            "--latency-runs",
+            "5",
+            "--threads",
+            "1",
+            "--output-dir",
+            str(tmp_path),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert optimized.returncode == 0, optimized.stderr
+    variants = json.loads(optimized.stdout.splitlines()[-1])["variants"]
+    version = next(v["version"] for v in variants if v["name"] == "onnx")
+    served_registry.set_alias("onnx-variant", version)
+    server = start_server(
+        "--reload-interval-s", "0", model_uri=f"models:/{MODEL_NAME}@onnx-variant"
+    )
+    images = served_registry.images[:6]
+    response = httpx.post(
+        f"{server.url}/v1/predict?top_k=1000", files=_files(served_registry.pngs[:6]), timeout=30
+    )
+    body = response.json()
+    assert body["model"]["version"] == str(version)
+    assert body["model"]["backend"] == "onnxruntime"
+    expected = served_registry.probabilities(1, images)  # the torch source's, TTA included
+    for prediction, row in zip(body["predictions"], expected, strict=True):
+        served = {s["class_index"]: s["probability"] for s in prediction["top_k"]}
+        assert [served[i] for i in range(len(row))] == pytest.approx(row.tolist(), abs=1e-4)
     server.stop()
