@@ -119,3 +119,16 @@ def test_class_names_that_do_not_match_the_outputs_are_refused(
         log_model(
             model, torch.rand(2, 3, 16, 16), None, run_id, tracking_uri, classes=wrong, tta="none"
         )
+
+
+def test_the_logged_model_belongs_to_its_runs_experiment(
+    tiny_config: TrainConfig, tracking_uri: str, tmp_path: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    result = train(with_fields(tiny_config, epochs=1))
+    assert result.model_uri is not None and result.run_id is not None
+    client = MlflowClient(tracking_uri)
+    logged = client.get_logged_model(result.model_uri.removeprefix("models:/"))
+    assert logged.experiment_id == client.get_run(result.run_id).info.experiment_id != "0"
+    assert not (tmp_path / "mlruns" / "0").exists()  # nothing in the Default experiment's folder

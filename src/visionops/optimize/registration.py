@@ -109,7 +109,8 @@ def _log_model(
         batch = example[:4].float().contiguous().numpy()
         logits = load_predictor(variant, threads=1)(batch)
         signature = infer_signature(batch, np.asarray(logits))
-        with process_tracking_uri(tracking_uri):
+        experiment_id = tracking_client(tracking_uri).get_run(run_id).info.experiment_id
+        with process_tracking_uri(tracking_uri, experiment_id):
             info = mlflow.onnx.log_model(
                 onnx.load(str(variant.artifact)),
                 name="model",

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from visionops import names
+from visionops import env, names
 
 if TYPE_CHECKING:
     from mlflow.models import Model
@@ -30,7 +30,12 @@ if TYPE_CHECKING:
 
     from visionops.config import TrainConfig
 
-_TRACKING_URI_VARIABLE = "MLFLOW_TRACKING_URI"
+#: What ``process_tracking_uri`` changes for the calls inside, and restores after them.
+_PROCESS_VARIABLES = (
+    env.MLFLOW_TRACKING_URI.name,
+    env.MLFLOW_EXPERIMENT_ID.name,
+    env.MLFLOW_EXPERIMENT_NAME.name,
+)
 
 
 def resolve_tracking_uri(explicit: str | None = None) -> str:
@@ -151,20 +156,30 @@ def run_experiment_name(client: MlflowClient, run_id: str | None) -> str | None:
 
 
 @contextmanager
-def process_tracking_uri(uri: str) -> Iterator[None]:
-    """Point the process at ``uri`` for the calls inside (model logging; see the module
-    docstring), then restore the user's setting: the URI they set, or none at all."""
+def process_tracking_uri(uri: str, experiment_id: str | None = None) -> Iterator[None]:
+    """Point the process at ``uri`` (and, when given, experiment ``experiment_id``) for the
+    calls inside (model logging; see the module docstring), then restore the user's settings.
+
+    The experiment matters to model logging: MLflow 3 creates the logged model in the active
+    experiment, not in its run's, so without it a model lands in the Default experiment (and,
+    on a local store, in the Default experiment's artifact folder).
+    """
     import mlflow
 
-    previous = os.environ.get(_TRACKING_URI_VARIABLE)
+    saved = {name: os.environ.get(name) for name in _PROCESS_VARIABLES}
     previous_set = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     mlflow.set_tracking_uri(uri)
+    if experiment_id is not None:
+        # Read when no run is active; a name would win over the id, so it goes meanwhile.
+        os.environ.pop(env.MLFLOW_EXPERIMENT_NAME.name, None)
+        os.environ[env.MLFLOW_EXPERIMENT_ID.name] = experiment_id
     try:
         yield
     finally:
         # set_tracking_uri also writes MLFLOW_TRACKING_URI (for subprocesses): put back both.
         mlflow.set_tracking_uri(previous_set)  # type: ignore[arg-type]  # None unsets it
-        if previous is None:
-            os.environ.pop(_TRACKING_URI_VARIABLE, None)
-        else:
-            os.environ[_TRACKING_URI_VARIABLE] = previous
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

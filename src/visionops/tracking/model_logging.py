@@ -35,7 +35,7 @@ from mlflow.types.schema import Array
 from torch import nn
 
 from visionops import names
-from visionops.tracking.client import process_tracking_uri, serving_metadata
+from visionops.tracking.client import process_tracking_uri, serving_metadata, tracking_client
 
 #: The module whose ``_load_pyfunc`` answers the ``python_function`` flavor (named, not imported:
 #: serving builds on tracking).
@@ -98,7 +98,8 @@ def log_model(
         *extra_requirements,
     ]
     # log_model has no tracking URI argument (see visionops.tracking.client).
-    with process_tracking_uri(tracking_uri):
+    experiment_id = tracking_client(tracking_uri).get_run(run_id).info.experiment_id
+    with process_tracking_uri(tracking_uri, experiment_id):
         return Model.log(
             artifact_path=None,  # deprecated for name, but still a required argument
             name="model",
