@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
 .PHONY: install system-packages quickstart test test-fast lint format bench-overhead bench-data \
-	bench-tta bench-tune bench-ddp bench-optimize bench-distill clean server tune \
+	bench-tta bench-tune bench-ddp bench-optimize bench-distill bench-serving clean server tune \
 	tune-quick tune-extensive
 
 $(STAMP): pyproject.toml constraints.txt
@@ -89,6 +89,19 @@ bench-optimize: $(STAMP)
 bench-distill: $(STAMP)
 	$(BIN)/python benchmarks/distillation.py --teacher $(TEACHER_URI) --recipe cifar10-fast \
 		--student-width 0.5 --data-dir $(CIFAR10_DIR) --tracking-uri $(BENCH_TRACKING_URI)
+
+# `visionops serve` (batching, batch 1) against `mlflow models serve`, 32 loopback clients, and
+# a 5-minute soak (docs/benchmarks.md, "Serving"): about 10 minutes. It trains its own model
+# unless MODEL_URI is given (make bench-serving MODEL_URI=models:/NAME@ALIAS, in
+# BENCH_TRACKING_URI): the default above is for the targets that need one. SERVING_ARGS adds
+# flags, e.g. SERVING_ARGS="--duration-s 5 --soak-s 0 --tta none".
+SERVING_IMAGES ?= ../shared/datasets/cifar10-train-jpeg.tar.gz
+SERVING_ARGS ?=
+
+bench-serving: $(STAMP)
+	$(BIN)/python benchmarks/serving.py $(if $(filter-out file,$(origin MODEL_URI)),\
+		--model-uri $(MODEL_URI) --tracking-uri $(BENCH_TRACKING_URI)) \
+		$(if $(wildcard $(SERVING_IMAGES)),--images $(SERVING_IMAGES)) $(SERVING_ARGS)
 
 # DDP throughput on 1, 2, 4 ... processes (docs/distributed.md).
 bench-ddp: $(STAMP)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -116,6 +117,11 @@ def create_app(config: ServeConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await service.start()
+        # torch, MLflow and the model leave ~700,000 long-lived objects; a full collection over
+        # them takes ~0.4 s and stalls every request at once (the p99 tail). Frozen, the
+        # collector walks only what requests allocate.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -31,7 +31,7 @@ def check_tta(tta: str) -> str:
     return tta
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def class_probabilities(model: Logits, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
     """Softmax of ``model``'s logits for ``images`` (N, C, H, W; uint8, or float in [0, 1]),
     averaged over the views of test-time augmentation ``tta`` as evaluation averages them."""
