@@ -61,10 +61,11 @@ def _labels(registered: Registered, probabilities: torch.Tensor) -> list[str]:
 
 
 def test_load_model_answers_base64_images_as_evaluation_does(
-    registered: Registered, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    registered: Registered, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered.tracking_uri)
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/1")
+    # Downloaded with the store's URI: an earlier test may have set MLflow's process-wide one.
+    local = download_model(f"models:/{MODEL_NAME}/1", registered.tracking_uri, tmp_path / "dl")
+    model = mlflow.pyfunc.load_model(str(local))
     answer = model.predict(pd.DataFrame({names.PYFUNC_IMAGE_COLUMN: registered.encoded}))
 
     expected = _expected(registered, tmp_path)
