@@ -8,7 +8,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
 .PHONY: install system-packages quickstart test test-fast lint format bench-overhead bench-data \
 	bench-tta bench-tune bench-ddp bench-optimize bench-distill bench-serving clean server tune \
-	tune-quick tune-extensive
+	tune-quick tune-extensive airflow
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,20 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Airflow for the pipelines of dags/ (docs/pipelines.md), in a virtualenv of its own: Airflow is
+# not a dependency of visionops, and its tasks run the visionops CLI of .venv.
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+
+$(AIRFLOW_STAMP): constraints-airflow.txt
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/pip install --quiet -c constraints-airflow.txt apache-airflow \
+		apache-airflow-providers-cncf-kubernetes
+	touch $(AIRFLOW_STAMP)
+
+airflow: $(AIRFLOW_STAMP)
 
 # The Debian packages the tests need (chromium for the upload page); does nothing once installed.
 system-packages:
@@ -41,7 +55,8 @@ tune-extensive: $(STAMP)
 # optimisation tests run in a process of their own: they load ONNX Runtime, OpenVINO and
 # inductor's INT8 kernels, native libraries whose thread pools should not meet the state the
 # Ray and torchrun tests leave in a process (one such run ended in a segmentation fault).
-test: $(STAMP) system-packages
+# tests/dags run the DAGs with the Airflow of .venv-airflow.
+test: $(STAMP) system-packages airflow
 	$(BIN)/pytest --ignore=tests/optimize
 	$(BIN)/pytest tests/optimize
 
@@ -50,13 +65,13 @@ test-fast: $(STAMP)
 	$(BIN)/pytest -m "not integration and not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks dags
+	$(BIN)/ruff format --check src tests benchmarks dags
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks dags
+	$(BIN)/ruff check --fix src tests benchmarks dags
 
 bench-overhead: $(STAMP)
 	$(BIN)/python benchmarks/train_overhead.py

@@ -4,6 +4,15 @@
 #   scripts/install-system-packages.sh
 #
 #   chromium, chromium-driver   headless browser for the upload page's test (tests/serving/)
+#   prometheus                  promtool (/usr/bin/promtool) checks and unit-tests the rules of
+#                               deploy/monitoring/ (tests/monitoring/); prometheus itself
+#   prometheus-alertmanager     amtool checks alertmanager.yml; prometheus-alertmanager
+#   prometheus-pushgateway      the Pushgateway training runs push their progress to
+#
+# On a machine run by systemd, Debian starts the three services on install (ports 9090, 9093,
+# 9091, with /etc/prometheus/ configs); `systemctl disable --now prometheus
+# prometheus-alertmanager prometheus-pushgateway` frees the ports for the deploy/monitoring/
+# configs (docs/monitoring.md). In a container nothing is started.
 #
 # Does nothing when every package is already installed, so it is safe to re-run. Otherwise runs
 # apt-get update and apt-get install, as root or through sudo; fails with a message naming the
@@ -18,6 +27,9 @@ only_help_argument "$@"
 PACKAGES=(
     chromium
     chromium-driver
+    prometheus
+    prometheus-alertmanager
+    prometheus-pushgateway
 )
 
 if ! command -v dpkg-query >/dev/null || ! command -v apt-get >/dev/null; then

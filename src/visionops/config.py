@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -34,16 +35,35 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def RunOption(default: Any, description: str, **constraints: Any) -> Any:
+def RunOption(
+    default: Any, description: str, *, url_credentials: bool = False, **constraints: Any
+) -> Any:
     """A field that says how this invocation runs, not what the run computes (where it writes,
     how often it logs, which workers load the data): ``--resume`` may change it, and every other
     field must match the saved configuration. Declared here, next to the field, so a new field
-    is either one or the other and no list of exceptions has to be kept by hand."""
+    is either one or the other and no list of exceptions has to be kept by hand.
+
+    ``url_credentials``: the value is a URL that may hold a password (``http://user:pw@host``),
+    which the saved configuration, MLflow params and error messages show as ``***``."""
     extra: JsonDict = {RUN_OPTION: True}
+    if url_credentials:
+        extra[URL_CREDENTIALS] = True
     return Field(default, description=description, json_schema_extra=extra, **constraints)
 
 
 RUN_OPTION = "run_option"  # the json_schema_extra key that marks a run option
+URL_CREDENTIALS = "url_credentials"  # ... and the one that marks a URL that may hold a password
+REDACTED = "***"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its user info replaced by ``***`` (``http://u:***@host``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user_info, _, host = parts.netloc.rpartition("@")
+    user = user_info.partition(":")[0]
+    return parts._replace(netloc=f"{user}:{REDACTED}@{host}").geturl()
 
 
 class DataConfig(_Section):
@@ -221,7 +241,7 @@ class DistillConfig(_Section):
 
 
 class TrackingConfig(_Section):
-    """Where and how the run is recorded in MLflow."""
+    """Where and how the run is recorded: MLflow, and its progress in a Pushgateway."""
 
     tracking_uri: str | None = RunOption(
         None,
@@ -244,6 +264,32 @@ class TrackingConfig(_Section):
         True, description="Log MLflow system metrics (CPU, memory, GPU)."
     )
     log_model: bool = RunOption(True, description="Log the final model to MLflow.")
+    pushgateway: str | None = RunOption(
+        None,
+        description="Push the run's progress to this Prometheus Pushgateway "
+        "(http://host:9091; rank 0, grouped by run id).",
+        url_credentials=True,
+    )
+
+    @field_validator("pushgateway")
+    @classmethod
+    def _pushgateway_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        # prometheus_client's spelling: a bare host:port means http.
+        url = value if "://" in value else "http://" + value
+        if not _is_http_url(url):
+            raise ValueError("must be the http:// or https:// URL of a Pushgateway")
+        return url
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        port = parts.port  # a port that is not a number raises ValueError
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
 
 
 class CheckpointConfig(_Section):
@@ -333,6 +379,7 @@ class FieldSpec:
     description: str
     default: Any
     run_option: bool  # see RunOption: --resume may change it
+    url_credentials: bool  # see RunOption: a URL whose password is never shown
 
     @property
     def flag(self) -> str:
@@ -368,6 +415,7 @@ def _collect_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> lis
                 info.description or "",
                 info.default,
                 run_option=bool(extra.get(RUN_OPTION)),
+                url_credentials=bool(extra.get(URL_CREDENTIALS)),
             )
         )
     return specs
@@ -476,6 +524,8 @@ def _describe_validation_error(
         origin = sources.get(path)
         where = f" (from {origin.source})" if origin else ""
         value = error.get("input")
+        if spec.url_credentials and isinstance(value, str):
+            value = redact_url(value)
         shown = value if isinstance(value, str) and value.strip() else repr(value)
         problems.append(f"{spec.flat}={shown}{where}: {message}")
     return "invalid configuration: " + "; ".join(problems)
@@ -521,8 +571,22 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
     return cfg.model_dump(mode="json")
 
 
+def redacted(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the passwords in its URLs shown as ``***``: what is saved and logged.
+
+    Only run options hold URLs with passwords, so a resumed run's config still matches; it
+    takes the URL from its flag or variable again."""
+    changed = {}
+    for spec in CONFIG_FIELDS.values():
+        value = get_field(cfg, spec.flat)
+        if spec.url_credentials and isinstance(value, str) and redact_url(value) != value:
+            changed[spec.flat] = redact_url(value)
+    return with_fields(cfg, "redaction", **changed) if changed else cfg
+
+
 def save_config(cfg: TrainConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    """Write ``config.yaml`` (logged to MLflow too): passwords in URLs are redacted."""
+    path.write_text(yaml.safe_dump(config_to_dict(redacted(cfg)), sort_keys=False))
 
 
 def load_config(path: Path) -> TrainConfig:
@@ -533,7 +597,8 @@ def load_config(path: Path) -> TrainConfig:
 
 
 def flatten_config(cfg: TrainConfig) -> dict[str, str]:
-    """MLflow params: dotted paths (``optim.lr``) to string values."""
+    """MLflow params: dotted paths (``optim.lr``) to string values, passwords redacted."""
+    cfg = redacted(cfg)
     flat: dict[str, str] = {}
     for spec in CONFIG_FIELDS.values():
         value = get_field(cfg, spec.flat)

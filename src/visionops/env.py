@@ -72,6 +72,13 @@ NEW_USER_PASSWORD = EnvVar(
     "`visionops admin create-user`: the new user's password (else a prompt).",
     secret=True,
 )
+ALERTS_TOKEN = EnvVar(
+    "VISIONOPS_ALERTS_TOKEN",
+    _text,
+    None,
+    "`visionops alerts receive`: the bearer token Alertmanager must send (or --token-file).",
+    secret=True,
+)
 
 # --- distributed jobs (set by torchrun and Ray Train) ----------------------------------------
 RANK = EnvVar("RANK", int, 0, "A process's rank in a distributed job; only rank 0 tracks.")

@@ -79,6 +79,22 @@ TRIAL_STOPPED_EARLY_TAG = "visionops.tune.stopped_early"
 PROMOTION_TAG_PREFIX = "visionops.promotion."
 ROLLBACK_TAG_PREFIX = "visionops.rollback."
 ALIAS_HISTORY_TAG_PREFIX = "visionops.alias_history."
+#: The alert that rolled a version back (``visionops alerts receive``), on that version as
+#: ``rollback_tag(alias, field)``: Alertmanager's ``alertname``, the alert's fingerprint and
+#: ``startsAt`` (together they name one firing, so a repeat delivery is recognised), its
+#: ``summary`` annotation and its ``generatorURL``.
+ROLLBACK_ALERT_NAME_FIELD = "alert_name"
+ROLLBACK_ALERT_FINGERPRINT_FIELD = "alert_fingerprint"
+ROLLBACK_ALERT_STARTS_AT_FIELD = "alert_starts_at"
+ROLLBACK_ALERT_SUMMARY_FIELD = "alert_summary"
+ROLLBACK_ALERT_URL_FIELD = "alert_url"
+
+
+def rollback_tag(alias: str, field: str) -> str:
+    """``visionops.rollback.<alias>.<field>``: a rollback's record on a model version."""
+    return f"{ROLLBACK_TAG_PREFIX}{alias}.{field}"
+
+
 #: On the versions (and child runs) ``visionops optimize`` registers: which method made the
 #: variant, from which version of the same registered model, for which runtime.
 VARIANT_TAG = "visionops.variant"
@@ -122,6 +138,15 @@ VARIANT_ACCURACY_DELTA = "variant/accuracy_delta"
 #: The alias a new model version gets from a sweep (and later, the scheduled pipelines).
 CANDIDATE_ALIAS = "candidate"
 PRODUCTION_ALIAS = "production"
+
+# --- alert labels ----------------------------------------------------------------------------
+#: What a Prometheus alerting rule labels an alert with for ``visionops alerts receive`` to roll
+#: a model back: ``action="rollback"`` and the registered model and version it is about.
+ALERT_ACTION_LABEL = "action"
+ALERT_ACTION_ROLLBACK = "rollback"
+ALERT_MODEL_NAME_LABEL = "model_name"
+ALERT_MODEL_VERSION_LABEL = "model_version"
+ALERT_NAME_LABEL = "alertname"  # Alertmanager's own: the alerting rule's name
 
 # --- keys of the epoch reports tuners and Ray Train receive ---------------------------------
 RUN_ID_KEY = "mlflow_run_id"

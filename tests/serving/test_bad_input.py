@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import MODEL_NAME, ServedRegistry, metric_value
 from PIL import Image
+from serving_support import MODEL_NAME, ServedRegistry, metric_value
 
 from visionops.serving import metrics as names
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from conftest import MODEL_NAME, ServedRegistry, metric_value, png_bytes
+from serving_support import MODEL_NAME, ServedRegistry, metric_value, png_bytes
 
 from visionops.serving import metrics as names
 from visionops.tracking.client import download_model

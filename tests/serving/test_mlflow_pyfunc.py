@@ -17,8 +17,8 @@ import mlflow
 import pandas as pd
 import pytest
 import torch
-from conftest import MODEL_NAME, TTA, ServedRegistry, free_port
 from mlflow.exceptions import MlflowException
+from serving_support import MODEL_NAME, TTA, ServedRegistry, free_port
 
 from visionops import names
 from visionops.serving.predictor import class_probabilities

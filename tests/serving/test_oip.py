@@ -8,7 +8,7 @@ import base64
 import httpx
 import numpy as np
 import pytest
-from conftest import MODEL_NAME, ServedRegistry
+from serving_support import MODEL_NAME, ServedRegistry
 
 pytestmark = pytest.mark.integration
 

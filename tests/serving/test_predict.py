@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import torch
-from conftest import MODEL_NAME, ServedRegistry, metric_value
+from serving_support import MODEL_NAME, ServedRegistry, metric_value
 
 from visionops.serving import metrics as names
 

@@ -203,6 +203,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 def _team_commands() -> dict[str, Any]:
     from visionops.cli import (
         admin_commands,
+        alerts_commands,
         optimize_commands,
         registry_commands,
         serve_commands,
@@ -219,6 +220,7 @@ def _team_commands() -> dict[str, Any]:
         **tune_commands.COMMANDS,
         **optimize_commands.COMMANDS,
         **serve_commands.COMMANDS,
+        **alerts_commands.COMMANDS,
     }
 
 

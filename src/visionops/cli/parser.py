@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     # The team-stack commands build their own parsers, next to their implementations.
     from visionops.cli import (
         admin_commands,
+        alerts_commands,
         optimize_commands,
         registry_commands,
         serve_commands,
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         tune_commands,
         optimize_commands,
         serve_commands,
+        alerts_commands,
     ):
         module.add_parsers(commands)
     return parser

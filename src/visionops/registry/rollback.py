@@ -42,8 +42,15 @@ class RollbackResult:
         return asdict(self)
 
 
-def rollback(name: str, alias: str, tracking_uri: str | None = None) -> RollbackResult:
-    """Point ``alias`` of ``name`` at its previous holder; record the move in history and tags."""
+def rollback(
+    name: str, alias: str, tracking_uri: str | None = None, *, expected_holder: str | None = None
+) -> RollbackResult:
+    """Point ``alias`` of ``name`` at its previous holder; record the move in history and tags.
+
+    ``expected_holder`` rolls back only from that version: an error, and the alias stays, when
+    it has moved to another since the caller looked (an alert about version 3 must not roll
+    back version 4, promoted meanwhile).
+    """
     check_alias(alias)
     client = registry_client(tracking_uri)
     with mlflow_errors(f"cannot roll back {alias!r} of {name!r}", client.tracking_uri):
@@ -52,6 +59,11 @@ def rollback(name: str, alias: str, tracking_uri: str | None = None) -> Rollback
             raise RegistryError(
                 f"alias {alias!r} of model {name!r} points to no version; nothing to roll back "
                 "(promote a version instead)"
+            )
+        if expected_holder is not None and holder != expected_holder:
+            raise RegistryError(
+                f"alias {alias!r} of model {name!r} points to version {holder}, not "
+                f"{expected_holder}; nothing was rolled back"
             )
         at, by = utc_now(), acting_user()
         history = load_history(client, name, alias)
@@ -69,9 +81,8 @@ def rollback(name: str, alias: str, tracking_uri: str | None = None) -> Rollback
         history.roll_back(holder, target, at, by)
         save_history(client, name, alias, history)
 
-        prefix = f"{ROLLBACK_TAG_PREFIX}{alias}."
         for key, value in {"demoted_at": at, "demoted_by": by, "replaced_by": target}.items():
-            client.set_model_version_tag(name, holder, prefix + key, value)
+            client.set_model_version_tag(name, holder, names.rollback_tag(alias, key), value)
         for key, value in {"restored_at": at, "restored_by": by, "replaced": holder}.items():
-            client.set_model_version_tag(name, target, prefix + key, value)
+            client.set_model_version_tag(name, target, names.rollback_tag(alias, key), value)
     return RollbackResult(name, alias, holder, target, at, by, skipped)

@@ -37,6 +37,7 @@ class BatchRecord:
     size: int
     inference_s: float
     queue_waits_s: tuple[float, ...]  # per image, from submission to the batch's start
+    failed: bool = False  # the model raised: every image of the batch got its error
 
 
 @dataclass
@@ -135,6 +136,7 @@ class DynamicBatcher:
                 except TimeoutError:
                     break
             started = time.monotonic()
+            waits = tuple(started - item.enqueued for item in batch)
             try:
                 outputs = await loop.run_in_executor(
                     self._executor, self.predict, torch.stack([item.image for item in batch])
@@ -143,11 +145,12 @@ class DynamicBatcher:
                 for item in batch:
                     if not item.result.done():
                         item.result.set_exception(exc)
+                if self.on_batch is not None:
+                    self.on_batch(BatchRecord(len(batch), time.monotonic() - started, waits, True))
                 continue
             inference_s = time.monotonic() - started
             for item, output in zip(batch, outputs, strict=True):
                 if not item.result.done():  # a cancelled request (client gone) is skipped
                     item.result.set_result(output)
             if self.on_batch is not None:
-                waits = tuple(started - item.enqueued for item in batch)
                 self.on_batch(BatchRecord(len(batch), inference_s, waits))

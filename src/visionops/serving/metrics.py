@@ -25,6 +25,7 @@ REQUESTS = PREFIX + "requests_total"
 REQUEST_DURATION = PREFIX + "request_duration_seconds"
 QUEUE_WAIT = PREFIX + "queue_wait_seconds"
 INFERENCE_DURATION = PREFIX + "inference_duration_seconds"
+PREDICTIONS = PREFIX + "predictions_total"
 BATCH_SIZE = PREFIX + "batch_size"
 QUEUE_DEPTH = PREFIX + "queue_depth"
 ERRORS = PREFIX + "errors_total"
@@ -80,6 +81,15 @@ class ServingMetrics:
             "Time of one batched forward pass, by model version and role.",
             ["version", "role"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        # By version, unlike the HTTP counters: what the alert that rolls a version back reads,
+        # so failures of the version it left do not count against the one it restored.
+        self.predictions = Counter(
+            _suffixless(PREDICTIONS, "_total"),
+            "Images through a forward pass, by model version, role and outcome (ok, or error: "
+            "the model raised and the request failed).",
+            ["version", "role", "outcome"],
             registry=r,
         )
         self.batch_size = Histogram(

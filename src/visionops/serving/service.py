@@ -226,8 +226,11 @@ class ModelService:
         depth = metrics.queue_depth.labels(role)
 
         def on_batch(record: BatchRecord) -> None:
+            outcome = "error" if record.failed else "ok"
+            metrics.predictions.labels(model.version, role, outcome).inc(record.size)
             metrics.batch_size.labels(role).observe(record.size)
-            metrics.inference_duration.labels(model.version, role).observe(record.inference_s)
+            if not record.failed:  # a failure's time says nothing of the model's speed
+                metrics.inference_duration.labels(model.version, role).observe(record.inference_s)
             if role == "production":
                 for wait in record.queue_waits_s:
                     metrics.queue_wait.observe(wait)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from visionops.config import redact_url
 from visionops.errors import VisionOpsError
 
 if TYPE_CHECKING:
@@ -130,12 +131,13 @@ def check_tracking_server(tracking_uri: str) -> None:
         )
     if status == 404:
         raise TrackingServerError(
-            f"{_shown(tracking_uri)} answers but is not an MLflow tracking server (HTTP 404 for "
-            f"{LOGIN_PROBE_ENDPOINT}); point MLFLOW_TRACKING_URI at the server's root URL"
+            f"{redact_url(tracking_uri)} answers but is not an MLflow tracking server "
+            f"(HTTP 404 for {LOGIN_PROBE_ENDPOINT}); point MLFLOW_TRACKING_URI at the server's "
+            "root URL"
         )
     if status >= 500:
         raise TrackingServerError(
-            f"the tracking server at {_shown(tracking_uri)} is up but fails requests (HTTP "
+            f"the tracking server at {redact_url(tracking_uri)} is up but fails requests (HTTP "
             f"{status} for {LOGIN_PROBE_ENDPOINT}); see the server's log"
         )
 
@@ -162,7 +164,7 @@ def tracking_error(error: MlflowException, tracking_uri: str) -> TrackingServerE
         return TrackingServerError(unreachable_message(tracking_uri, error))
     if _is_repeated_server_failure(error):
         return TrackingServerError(
-            f"the tracking server at {_shown(tracking_uri)} kept failing requests "
+            f"the tracking server at {redact_url(tracking_uri)} kept failing requests "
             f"({_first_line(message)}); see the server's log"
         )
     return None
@@ -179,7 +181,7 @@ def login_message(tracking_uri: str, creds: MlflowHostCreds) -> str:
         who = "asks for a login and none was sent (MLFLOW_TRACKING_PASSWORD is not set)"
     else:
         who = "asks for a login and no credentials were sent"
-    return f"the tracking server at {_shown(tracking_uri)} {who} (HTTP 401); {_LOGIN_HINT}"
+    return f"the tracking server at {redact_url(tracking_uri)} {who} (HTTP 401); {_LOGIN_HINT}"
 
 
 def permission_message(
@@ -195,8 +197,8 @@ def permission_message(
     call = _ENDPOINT.search(endpoint or "")
     if call is None:
         return (
-            f"the tracking server at {_shown(tracking_uri)} refused {who} permission (HTTP 403: "
-            f"{detail}); ask an admin for the permission (`visionops admin grant ...`)"
+            f"the tracking server at {redact_url(tracking_uri)} refused {who} permission "
+            f"(HTTP 403: {detail}); ask an admin for the permission (`visionops admin grant ...`)"
         )
     level, target, resource = _needed_permission(call.group(1))
     if level is None:
@@ -205,7 +207,7 @@ def permission_message(
         grant = f"visionops admin grant --user {creds.username or 'USER'} {target} --permission"
         needs = f"{level} on the {resource}: ask an admin to run `{grant} {level}`"
     return (
-        f"the tracking server at {_shown(tracking_uri)} refused {who} permission for "
+        f"the tracking server at {redact_url(tracking_uri)} refused {who} permission for "
         f"{call.group(1).removeprefix('mlflow/')} (HTTP 403); it needs {needs}"
     )
 
@@ -221,7 +223,7 @@ def unreachable_message(
         reason = _connection_reason(text, cause)
         if "SSL" in type(cause).__name__ or "CERTIFICATE" in text:
             hint = _TLS_HINT
-    return f"cannot reach the tracking server at {_shown(tracking_uri)} ({reason}); {hint}"
+    return f"cannot reach the tracking server at {redact_url(tracking_uri)} ({reason}); {hint}"
 
 
 def _needed_permission(call: str) -> tuple[str | None, str, str]:
@@ -242,17 +244,6 @@ def _needed_permission(call: str) -> tuple[str | None, str, str]:
     if verb in ("delete", "restore"):
         return "MANAGE", target, resource
     return "EDIT", target, resource
-
-
-def _shown(tracking_uri: str) -> str:
-    """``tracking_uri`` with a password written into it (``https://bob:pw@host``) masked."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(tracking_uri)
-    if parts.password is None:
-        return tracking_uri
-    netloc = f"{parts.username}:***@{parts.netloc.rsplit('@', 1)[1]}"
-    return parts._replace(netloc=netloc).geturl()
 
 
 def _is_http(tracking_uri: str) -> bool:

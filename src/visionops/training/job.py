@@ -13,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
 
 from visionops import names
-from visionops.config import TrainConfig, check_field, config_to_dict
+from visionops.config import TrainConfig, check_field, config_to_dict, redacted
 from visionops.data import (
     Batch,
     DataBundle,
@@ -134,7 +134,8 @@ class TrainingJob:
             "rng": capture_rng_state(),
             "progress": progress_state,
             "run_id": run_id,
-            "config": config_to_dict(self.cfg),
+            # Checkpoints travel (Ray storage); a resume checks only what the run computes.
+            "config": config_to_dict(redacted(self.cfg)),
         }
 
     def restore(self, checkpoint: dict[str, Any]) -> TrainState:

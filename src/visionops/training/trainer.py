@@ -31,6 +31,7 @@ from visionops.config import (
 )
 from visionops.errors import CheckpointError, ConfigError, TrainingInterrupted, VisionOpsError
 from visionops.tracking import RunTracker
+from visionops.tracking.pushgateway import ProgressPusher
 from visionops.tracking.tags import run_tags
 from visionops.training import checkpoint as ckpt
 from visionops.training import elastic
@@ -116,6 +117,7 @@ def _train(
     if world.is_main:
         elastic.note_job_run(cfg, run_dir)
         logger.info("run %s on %s; checkpoints in %s", run_id, _describe(runtime, world), run_dir)
+    pusher = ProgressPusher.for_run(tracker)  # --pushgateway: a no-op without it, or off rank 0
 
     def save() -> Path:
         # Everything logged so far must be in MLflow, or durably in the run's tracking spool,
@@ -128,6 +130,10 @@ def _train(
             ckpt.prune_checkpoints(run_dir, cfg.checkpoint.keep_checkpoints)
         return path
 
+    def log_step(metrics: dict[str, float]) -> None:
+        tracker.log_metrics(metrics, step=state.step)
+        pusher.log_step(state.step, metrics)
+
     def interrupted(signal_name: str | None, path: Path) -> TrainingInterrupted:
         return TrainingInterrupted(
             f"training stopped by {signal_name}; checkpoint saved to {path}. "
@@ -138,6 +144,7 @@ def _train(
 
     status = "FAILED"
     last_val: EvalResult | None = None
+    pusher.start(state.epoch, state.step)
     try:
         with (
             GracefulStop() as stop,
@@ -145,7 +152,7 @@ def _train(
         ):
             while state.epoch < cfg.epochs:
                 epoch_start = time.perf_counter()
-                stopped_at = _train_epoch(job, state, tracker, bar, stop, save)
+                stopped_at = _train_epoch(job, state, log_step, bar, stop, save)
                 if stopped_at is not None:
                     raise interrupted(stop.signal_name, stopped_at)
 
@@ -161,6 +168,7 @@ def _train(
                 )
                 metrics = state.finish_epoch(last_val, time.perf_counter() - epoch_start, world)
                 tracker.log_metrics(metrics, step=state.epoch)
+                pusher.log_epoch(state.epoch, state.step, metrics)
                 bar.end_epoch(state.epoch - 1, metrics)
                 path = save()
                 if on_epoch_end is not None:
@@ -185,18 +193,21 @@ def _train(
         # torchrun SIGTERMs the survivors of a failed job as their error unwinds to here: the
         # signal must not cut short the status (and the last points) MLflow is being sent.
         with GracefulStop():
+            pusher.finish(status)
             tracker.end(status)
 
 
 def _train_epoch(
     job: TrainingJob,
     state: TrainState,
-    tracker: RunTracker,
+    log_step: Callable[[dict[str, float]], None],
     bar: ProgressReporter,
     stop: GracefulStop,
     save: Callable[[], Path],
 ) -> Path | None:
-    """Train on the rest of epoch ``state.epoch``; returns the checkpoint if told to stop."""
+    """Train on the rest of epoch ``state.epoch``; returns the checkpoint if told to stop.
+
+    ``log_step`` records an optimizer step's metrics (MLflow, the Pushgateway)."""
     cfg, runtime, world = job.cfg, job.runtime, job.world
     accum, steps_per_epoch = cfg.optim.accumulation_steps, job.steps_per_epoch
     every_n = cfg.checkpoint.checkpoint_every_n_steps
@@ -241,7 +252,7 @@ def _train_epoch(
                 # Every rank trains on an equal share of each global batch.
                 names.IMAGES_PER_SEC: window_images * world.size / elapsed,
             }
-            tracker.log_metrics(step_metrics, step=state.step)
+            log_step(step_metrics)
             window_start, window_images = time.perf_counter(), 0
         bar.update(step_in_epoch, step_metrics, log_line=log_now)
         step_loss.zero_()

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from visionops import names
 from visionops.tracking import plots
 from visionops.tracking.client import process_tracking_uri
+from visionops.tracking.pushgateway import mark_ended, run_labels
 from visionops.tuning import analysis
 
 logger = logging.getLogger(__name__)
@@ -74,13 +75,18 @@ def summarize_trials(results: Any, max_epochs: int) -> list[TrialSummary]:
     return sorted(trials, key=lambda t: t.trial_id)
 
 
-def close_child_runs(client: MlflowClient, trials: list[TrialSummary]) -> None:
-    """Mark the runs of trials a scheduler stopped as KILLED (Tune ends them mid-run)."""
+def close_child_runs(
+    client: MlflowClient, trials: list[TrialSummary], pushgateway: str | None = None
+) -> None:
+    """Mark the runs of trials a scheduler stopped as KILLED (Tune ends them mid-run), and
+    their groups in ``pushgateway`` as no longer running (see ``--pushgateway``)."""
     for trial in trials:
         if trial.run_id is None or trial.status != "stopped_early":
             continue
         client.set_tag(trial.run_id, names.TRIAL_STOPPED_EARLY_TAG, "true")
         client.set_terminated(trial.run_id, "KILLED")
+        if pushgateway is not None:
+            mark_ended(pushgateway, trial.run_id, *run_labels(client, trial.run_id))
 
 
 def best_completed_trial(client: MlflowClient, trials: list[TrialSummary]) -> TrialSummary | None:

@@ -158,7 +158,8 @@ def _fit_and_record(
         with ray_session(options.get("address"), options.get("num_cpus")):
             results = _tuner(state, sweep_dir, space).fit()
         trials = sweep_results.summarize_trials(results, options["max_epochs"])
-        sweep_results.close_child_runs(client, trials)
+        pushgateway = state["trial_base"]["tracking"].get("pushgateway")  # older sweeps: none
+        sweep_results.close_child_runs(client, trials, pushgateway)
         sweep_results.log_sweep_artifacts(client, parent_run_id, trials)
         best = sweep_results.best_completed_trial(client, trials)
         if best is None or best.run_id is None:

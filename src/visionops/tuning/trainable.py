@@ -11,7 +11,9 @@ reopens that run).
 The base config's ``output_dir`` is the sweep's ``trial-runs`` folder; each trial writes its
 visionops run under ``trial-runs/<trial id>/<run id>/``. The child run is tagged with the Ray
 node the trial ran on (``names.TRIAL_NODE_ID_TAG``, ``names.TRIAL_NODE_IP_TAG``), which on a
-cluster says which machine to look at when a trial misbehaves.
+cluster says which machine to look at when a trial misbehaves. With ``pushgateway`` set, the
+trial's progress carries the sweep's run id as its ``sweep`` label (read from that parent tag,
+see ``visionops.tracking.pushgateway.run_labels``).
 """
 
 from __future__ import annotations
