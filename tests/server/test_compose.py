@@ -1,7 +1,8 @@
 """deploy/compose runs the same server as ``make server``, with no password in its files.
 
 No Docker engine runs where the tests do, so the stack is checked as files: the compose YAML,
-the image's pinned versions, and the entrypoint that turns Docker secrets into MLflow's config.
+the server image's pinned versions (deploy/docker/server.Dockerfile), and the entrypoint that
+turns Docker secrets into MLflow's config. tests/deploy/test_images.py checks the image itself.
 """
 
 from __future__ import annotations
@@ -20,11 +21,15 @@ from typing import Any
 import pytest
 import yaml
 
+from visionops import __version__
 from visionops.server.process import server_command
 from visionops.server.settings import MLFLOW_DEFAULT_ADMIN_PASSWORD, ServerSettings
 
-COMPOSE_DIR = Path(__file__).resolve().parents[2] / "deploy" / "compose"
-ENTRYPOINT = COMPOSE_DIR / "mlflow-entrypoint.sh"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+COMPOSE_DIR = DEPLOY / "compose"
+TOOLS_COMPOSE = DEPLOY.parent / ".tools" / "bin" / "docker-compose"
+SERVER_DOCKERFILE = DEPLOY / "docker" / "server.Dockerfile"
+ENTRYPOINT = DEPLOY / "docker" / "server-entrypoint.sh"
 
 
 def _compose() -> dict[str, Any]:
@@ -89,14 +94,8 @@ def _committed_files() -> list[Path]:
 
 def test_no_password_literal_in_the_compose_files() -> None:
     files = _committed_files()
-    assert {path.name for path in files} >= {
-        "docker-compose.yml",
-        "mlflow.Dockerfile",
-        "mlflow-entrypoint.sh",
-        "README.md",
-        ".env.example",
-    }
-    for path in files:
+    assert {path.name for path in files} >= {"docker-compose.yml", "README.md", ".env.example"}
+    for path in [*files, SERVER_DOCKERFILE, ENTRYPOINT]:
         assert MLFLOW_DEFAULT_ADMIN_PASSWORD not in path.read_text(), path
     # Every password-like variable is an interpolation from .env or a path to a secret.
     for service in _compose()["services"].values():
@@ -106,7 +105,7 @@ def test_no_password_literal_in_the_compose_files() -> None:
 
 
 def test_image_pins_the_versions_this_repository_runs() -> None:
-    dockerfile = (COMPOSE_DIR / "mlflow.Dockerfile").read_text()
+    dockerfile = SERVER_DOCKERFILE.read_text()
     pins = dict(re.findall(r'"([a-z0-9-]+)(?:\[[a-z]+\])?==([0-9.]+)"', dockerfile))
     assert pins == {
         "mlflow": importlib.metadata.version("mlflow"),
@@ -114,7 +113,8 @@ def test_image_pins_the_versions_this_repository_runs() -> None:
         "boto3": importlib.metadata.version("boto3"),
     }
     assert '"mlflow[auth]==' in dockerfile
-    assert _compose()["services"]["mlflow"]["image"].endswith(f":{pins['mlflow']}")
+    # Tagged with the project's version, as the other visionops images; MLflow's is pinned above.
+    assert _compose()["services"]["mlflow"]["image"] == f"visionops/server:{__version__}"
 
 
 def _run_entrypoint(tmp_path: Path, admin_password: str) -> subprocess.CompletedProcess[str]:
@@ -186,10 +186,14 @@ def test_compose_file_validates(tmp_path: Path) -> None:
         compose = ["docker", "compose"]
     elif shutil.which("docker-compose"):
         compose = ["docker-compose"]
+    elif TOOLS_COMPOSE.exists():  # make deploy-tools installs one
+        compose = [str(TOOLS_COMPOSE)]
     else:
         pytest.skip("no Docker Compose client on this machine")
-    project = tmp_path / "compose"
+    # The repository's layout: the server image builds from the root, two folders up.
+    project = tmp_path / "deploy" / "compose"
     shutil.copytree(COMPOSE_DIR, project, ignore=shutil.ignore_patterns(".env"))
+    shutil.copytree(DEPLOY / "docker", tmp_path / "deploy" / "docker")
     (project / ".env").write_text("MINIO_ROOT_USER=test\nMINIO_ROOT_PASSWORD=test-minio-key\n")
     for name in ("postgres_password", "admin_password", "flask_secret_key"):
         (project / "secrets" / name).write_text("not-a-real-secret\n")
@@ -203,4 +207,7 @@ def test_compose_file_validates(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)
     assert resolved["services"]["mlflow"]["environment"]["AWS_ACCESS_KEY_ID"] == "test"
+    build = resolved["services"]["mlflow"]["build"]
+    assert Path(build["context"]).resolve() == tmp_path.resolve()
+    assert build["dockerfile"] == "deploy/docker/server.Dockerfile"
     assert "not-a-real-secret" not in result.stdout
