@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 import shutil
 import signal
 import socket
@@ -35,6 +34,7 @@ import pytest
 import torch
 import yaml
 from mlflow.tracking import MlflowClient
+from prometheus_client.parser import text_string_to_metric_families
 from torch import nn
 
 from visionops import names
@@ -240,12 +240,13 @@ class LoadLoop:
 
 def samples(text: str, metric: str) -> list[tuple[dict[str, str], float]]:
     """The samples of ``visionops_serving_<metric>`` in a /metrics text: (labels, value)."""
-    found = []
-    for line in text.splitlines():
-        match = re.fullmatch(rf"visionops_serving_{metric}\{{(.*)\}} (\S+)", line)
-        if match:
-            found.append((dict(re.findall(r'(\w+)="([^"]*)"', match.group(1))), float(match[2])))
-    return found
+    name = f"visionops_serving_{metric}"
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
 
 
 def _firing(prometheus: str) -> list[dict[str, Any]]:
