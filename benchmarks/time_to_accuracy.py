@@ -40,6 +40,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--targets", default="0.90,0.94", help="accuracies to time")
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--compile", choices=("auto", "on", "off"), default="auto", help="torch.compile the model"
+    )
     parser.add_argument("--tracking-uri", help="default: a fresh SQLite store in a temp folder")
     args = parser.parse_args()
 
@@ -48,6 +51,7 @@ def main() -> None:
         "dataset": args.dataset,
         "data_dir": args.data_dir,
         "device": args.device,
+        "compile": args.compile,
         "tracking_uri": args.tracking_uri or f"sqlite:///{root / 'mlflow.db'}",
         "experiment": "time-to-accuracy",
         "output_dir": str(root / "outputs"),
@@ -67,7 +71,7 @@ def main() -> None:
     epochs = [
         {
             "epoch": m.step,
-            "val_accuracy": m.value,
+            names.VAL_ACCURACY: m.value,
             "elapsed_s": round(m.timestamp / 1000 - start, 2),
         }
         for m in sorted(history, key=lambda m: m.step)
@@ -88,7 +92,11 @@ def main() -> None:
                 if cache
                 else None,
                 "machine": describe_machine(),
-                "runtime": {"precision": cfg.precision, "channels_last": cfg.channels_last},
+                "runtime": {
+                    "precision": cfg.precision,
+                    "channels_last": cfg.channels_last,
+                    "compile": cfg.compile,
+                },
                 "cache": {"reused": cache.reused, "seconds": round(cache.seconds, 1)}
                 if cache
                 else None,

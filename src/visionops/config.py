@@ -340,6 +340,13 @@ class TrainConfig(_Section):
     channels_last: Literal["auto", "on", "off"] = Field(
         "auto", description="channels_last memory format (auto: on for CUDA)."
     )
+    # A run option, as device is: compiled kernels compute the same network, differing from
+    # eager ones only in float rounding (as two devices do), and auto follows the hardware, so
+    # a run resumed on another machine, or eagerly to debug it, must not be refused.
+    compile: Literal["auto", "on", "off"] = RunOption(
+        "auto",
+        description="torch.compile the model for training and evaluation (auto: on for CUDA).",
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)

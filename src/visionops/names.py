@@ -54,6 +54,7 @@ WORLD_SIZE_PARAM = "world_size"
 GLOBAL_BATCH_PARAM = "global_batch_size"
 EFFECTIVE_LR_PARAM = "effective_lr"
 EFFECTIVE_WARMUP_PARAM = "effective_warmup_epochs"
+EFFECTIVE_COMPILE_PARAM = "effective_compile"  # on or off: what --compile resolved to
 
 # --- tags ------------------------------------------------------------------------------------
 VERSION_TAG = "visionops.version"

@@ -68,11 +68,12 @@ def test_params_tags_and_status(trained) -> None:
     run = MlflowClient(cfg.tracking.tracking_uri).get_run(result.run_id)
     assert run.info.status == "FINISHED"
     # Every config field, and what the config implies for the job (one process here).
-    assert len(run.data.params) == len(CONFIG_FIELDS) + 4
+    assert len(run.data.params) == len(CONFIG_FIELDS) + 5
     assert run.data.params[names.WORLD_SIZE_PARAM] == "1"
     assert run.data.params[names.GLOBAL_BATCH_PARAM] == "64"
     assert run.data.params[names.EFFECTIVE_LR_PARAM] == "0.05"
     assert run.data.params[names.EFFECTIVE_WARMUP_PARAM] == "1.0"
+    assert run.data.params[names.EFFECTIVE_COMPILE_PARAM] == "off"  # auto, on CPU
     assert run.data.params["model.name"] == "resnet9"
     assert run.data.params["optim.lr"] == "0.05"
     assert run.data.params["data.dataset"] == "synthetic"

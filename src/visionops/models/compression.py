@@ -34,16 +34,18 @@ class Compression:
     transform: CompressionTransform
     #: Whether the result can be logged as an ordinary PyTorch model at the end of training.
     loggable: bool = True
+    #: Whether torch.compile can compile the result (``--compile``; auto leaves it eager).
+    compilable: bool = True
 
 
 COMPRESSIONS: Registry[Compression] = Registry("compression")
 
 
 def register_compression(
-    name: str, description: str, *, loggable: bool = True
+    name: str, description: str, *, loggable: bool = True, compilable: bool = True
 ) -> Callable[[CompressionTransform], CompressionTransform]:
     def decorate(transform: CompressionTransform) -> CompressionTransform:
-        COMPRESSIONS.register(name, Compression(name, description, transform, loggable))
+        COMPRESSIONS.register(name, Compression(name, description, transform, loggable, compilable))
         return transform
 
     return decorate
@@ -121,6 +123,9 @@ def _classifier_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Modul
     "Quantisation-aware training: the torch.export graph with INT8 fake quantisation "
     "(torchao PT2E, X86 quantizer); convert it with `visionops optimize --methods qat`.",
     loggable=False,
+    # Inductor fails on the graph's fused observer + fake-quantise op (torch 2.14: its output
+    # has the shape of the observed tensor, where the compiled code expects one scale).
+    compilable=False,
 )
 def _quantization_aware(model: nn.Module, example: torch.Tensor, prune_ratio: float) -> nn.Module:
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e

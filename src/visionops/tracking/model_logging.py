@@ -21,7 +21,6 @@ import io
 import os
 import sys
 from collections.abc import Sequence
-from importlib.metadata import version
 from typing import Any
 
 import mlflow
@@ -34,6 +33,7 @@ from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import Array
 from torch import nn
 
+import visionops
 from visionops import names
 from visionops.tracking.client import process_tracking_uri, serving_metadata, tracking_client
 
@@ -94,7 +94,9 @@ def log_model(
         )
     requirements = [
         f"torch=={torch.__version__.split('+')[0]}",
-        f"visionops=={version('visionops')}",  # the image pyfunc's loader module
+        # The image pyfunc's loader module; __version__ also holds where visionops runs from
+        # its sources (PYTHONPATH=src, as scripts/gpu-check.sh does), uninstalled.
+        f"visionops=={visionops.__version__}",
         *extra_requirements,
     ]
     # log_model has no tracking URI argument (see visionops.tracking.client).

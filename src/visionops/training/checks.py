@@ -39,7 +39,7 @@ def check_names(cfg: TrainConfig) -> None:
         lambda: MODELS.get(cfg.model.name).check_width(cfg.model.width_multiplier),
     )
     _registered(cfg, "compression", partial(COMPRESSIONS.get, cfg.model.compression))
-    _check_compression_logging(cfg)
+    _check_compression_use(cfg)
     for name in cfg.data.augmentations:
         _registered(cfg, "augmentations", partial(AUGMENTATIONS.get, name))
     _check_loader(cfg)
@@ -56,9 +56,10 @@ def _registered(cfg: TrainConfig, flat: str, check: Callable[[], object]) -> Non
     check_field(cfg, flat, False, problem)
 
 
-def _check_compression_logging(cfg: TrainConfig) -> None:
+def _check_compression_use(cfg: TrainConfig) -> None:
     """A compression whose trained network is not an ordinary model (a QAT graph) cannot be
-    logged at the end of the run: refused now rather than after the training."""
+    logged at the end of the run, nor always compiled: refused now rather than after the
+    training, or at its first step."""
     compression = COMPRESSIONS.get(cfg.model.compression)
     check_field(
         cfg,
@@ -66,6 +67,13 @@ def _check_compression_logging(cfg: TrainConfig) -> None:
         compression.loggable or not cfg.tracking.log_model,
         f"a {compression.name} network cannot be logged as a model; use `visionops optimize "
         f"--methods {compression.name}` (it converts and logs the result) or --no-log-model",
+    )
+    check_field(
+        cfg,
+        "compile",
+        compression.compilable or cfg.compile != "on",
+        f"torch.compile cannot compile a {compression.name} network; use --compile auto "
+        "(which trains it eagerly) or off",
     )
 
 

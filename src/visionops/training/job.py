@@ -97,7 +97,9 @@ class TrainingJob:
     runtime: Runtime
     world: World
     data: DataBundle
-    model: nn.Module  # what is evaluated, checkpointed and logged
+    # What is evaluated, checkpointed and logged; compiled in place with runtime.compile (its
+    # copies, such as the one log_model exports, are not: Module pickling drops the compiled call).
+    model: nn.Module
     train_model: nn.Module  # what the loop calls: ``model``, or its DDP wrapper in a job of N
     optimizer: torch.optim.Optimizer
     scheduler: LRScheduler
@@ -203,6 +205,12 @@ def build_job(cfg: TrainConfig, runtime: Runtime, world: World = SINGLE_PROCESS)
 
     model = build_classifier(cfg, data.num_classes, data.mean, data.std, data.sample_images)
     model = model.to(runtime.device).to(memory_format=runtime.memory_format)
+    if runtime.compile:
+        # In place and inside the DDP wrapper, as torch's guide to where to apply compile
+        # advises: the module stays itself, so its state_dict (checkpoints, resumes) has no
+        # "_orig_mod." prefix, and evaluation calls it compiled too. Compilation is lazy:
+        # the first forward in each mode (train, eval) compiles.
+        model.compile()
     train_model: nn.Module = model
     if world.distributed:
         # DDP copies rank 0's weights to every rank here, then all-reduces the gradients.

@@ -107,7 +107,7 @@ def _train(
     # Only the main process of a distributed job tracks and writes checkpoints.
     tracker = RunTracker(cfg.tracking, enabled=world.is_main)
     run_id = tracker.start(
-        {**flatten_config(cfg), **_job_params(cfg, world)},
+        {**flatten_config(cfg), **_job_params(cfg, runtime, world)},
         run_tags(runtime.describe()),
         resume_run_id=resumed["run_id"] if resumed else None,
     )
@@ -280,15 +280,16 @@ def _step_metrics(state: TrainState, step_loss: torch.Tensor, world: World) -> d
     }
 
 
-def _job_params(cfg: TrainConfig, world: World) -> dict[str, str]:
+def _job_params(cfg: TrainConfig, runtime: Runtime, world: World) -> dict[str, str]:
     """What the config only implies: the job's size, global batch, effective rate and
-    warm-up."""
+    warm-up, and whether the model is compiled (as the run's first process resolved it)."""
     global_batch = cfg.data.batch_size * cfg.optim.accumulation_steps
     return {
         names.WORLD_SIZE_PARAM: str(world.size),
         names.GLOBAL_BATCH_PARAM: str(global_batch),
         names.EFFECTIVE_LR_PARAM: str(scaled_lr(cfg.optim, global_batch)),
         names.EFFECTIVE_WARMUP_PARAM: str(warmup_epochs_for(cfg.optim, cfg.epochs)),
+        names.EFFECTIVE_COMPILE_PARAM: "on" if runtime.compile else "off",
     }
 
 
