@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
 .PHONY: install system-packages quickstart test test-fast lint format bench-overhead bench-data \
-	bench-tta bench-tune bench-ddp bench-optimize bench-distill bench-serving clean server tune \
-	tune-quick tune-extensive airflow deploy-tools deploy-check
+	bench-tta bench-tune bench-ddp bench-optimize bench-distill bench-serving bench-lightning clean \
+	server tune tune-quick tune-extensive airflow deploy-tools deploy-check
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -130,6 +130,28 @@ bench-serving: $(STAMP)
 	$(BIN)/python benchmarks/serving.py $(if $(filter-out file,$(origin MODEL_URI)),\
 		--model-uri $(MODEL_URI) --tracking-uri $(BENCH_TRACKING_URI)) \
 		$(if $(wildcard $(SERVING_IMAGES)),--images $(SERVING_IMAGES)) $(SERVING_ARGS)
+
+# visionops against PyTorch Lightning on the same training (docs/benchmarks.md). Lightning lives
+# in .venv-lightning, not a dependency of visionops: the torch pair of .venv, Lightning, MLflow,
+# and visionops itself with --no-deps, so both sides build the same model and data. The check
+# fails the install if Lightning brought another torch. LIGHTNING_ARGS adds flags, e.g.
+# make bench-lightning LIGHTNING_ARGS="--synthetic --images 512 --epochs 1 --repeats 1".
+LIGHTNING_VENV := .venv-lightning
+LIGHTNING_STAMP := $(LIGHTNING_VENV)/.installed
+LIGHTNING_ARGS ?=
+
+$(LIGHTNING_STAMP): constraints-lightning.txt pyproject.toml | $(STAMP)
+	$(PYTHON) -m venv $(LIGHTNING_VENV)
+	$(LIGHTNING_VENV)/bin/pip install --quiet --upgrade pip
+	$(LIGHTNING_VENV)/bin/pip install --quiet -c constraints-lightning.txt lightning mlflow torch \
+		torchvision pydantic pyyaml psutil pillow numpy prometheus-client
+	$(LIGHTNING_VENV)/bin/pip install --quiet --no-deps -e .
+	test "$$($(LIGHTNING_VENV)/bin/python -c 'import torch; print(torch.__version__)')" = \
+		"$$($(BIN)/python -c 'import torch; print(torch.__version__)')"
+	touch $(LIGHTNING_STAMP)
+
+bench-lightning: $(STAMP) $(LIGHTNING_STAMP)
+	$(BIN)/python benchmarks/vs_lightning.py --data-dir $(CIFAR10_DIR) $(LIGHTNING_ARGS)
 
 # DDP throughput on 1, 2, 4 ... processes (docs/distributed.md).
 bench-ddp: $(STAMP)
