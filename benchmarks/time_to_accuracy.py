@@ -58,6 +58,12 @@ def main() -> None:
         **({"epochs": args.epochs} if args.epochs else {}),
     }
     cfg = resolve_config(get_recipe(args.recipe), overrides_from_mapping(values, "benchmark"))
+    if cfg.data.val_fraction == 0:
+        # Before any training: the figures are epochs and seconds to a val/accuracy.
+        parser.error(
+            f"recipe {args.recipe!r} has val_fraction 0 (no validation split), and this "
+            f"benchmark times {names.VAL_ACCURACY}; use a recipe with val_fraction > 0"
+        )
     cacheable = DATASETS.get(cfg.data.dataset).cacheable
     cache = decoded_source(cfg.data).info if cacheable else None
 

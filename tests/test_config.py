@@ -84,6 +84,16 @@ def test_env_values_are_typed(tmp_path: Path) -> None:
             "warmup_epochs (2.0) must be smaller than epochs (2)",
         ),
         (["--register-as", "m", "--no-log-model"], {}, "register_as needs log_model=true"),
+        (
+            ["--val-fraction=-0.1"],
+            {},
+            "val_fraction=-0.1 (from --val-fraction): Input should be greater than or equal to 0",
+        ),
+        (
+            [],
+            {"VISIONOPS_VAL_FRACTION": "1"},
+            "val_fraction=1 (from VISIONOPS_VAL_FRACTION): Input should be less than 1",
+        ),
     ],
 )
 def test_bad_values_name_the_field_and_what_is_accepted(
@@ -92,6 +102,13 @@ def test_bad_values_name_the_field_and_what_is_accepted(
     with pytest.raises(ConfigError) as caught:
         train_config(_args(*argv), environ)
     assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", 0.0), ("0.0", 0.0), ("0.25", 0.25)])
+def test_val_fraction_zero_is_accepted(value: str, expected: float) -> None:
+    # 0: a final training on every training image (see docs/training.md).
+    assert train_config(_args("--val-fraction", value), {}).data.val_fraction == expected
+    assert TrainConfig(data={"val_fraction": 0}).data.val_fraction == 0
 
 
 def test_unknown_recipe_lists_the_recipes() -> None:

@@ -77,7 +77,11 @@ class DataConfig(_Section):
         True, description="Download CIFAR-10 into data_dir when it is missing."
     )
     val_fraction: float = Field(
-        0.1, gt=0, lt=1, description="Fraction of the training images held out for validation."
+        0.1,
+        ge=0,
+        lt=1,
+        description="Fraction of the training images held out for validation (0: train on "
+        "every image and measure accuracy on the test split only).",
     )
     image_size: int = Field(32, ge=8, description="Side length images are resized to (pixels).")
     synthetic_size: int = Field(

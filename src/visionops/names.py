@@ -14,6 +14,9 @@ Metrics of a training run, by step axis:
 - once, after the last epoch (step = epochs): ``val/class_accuracy/<class>`` and, when the data
   has a test split, ``test/accuracy``, ``test/loss``, ``test/class_accuracy/<class>``.
 
+A final training on every image (``val_fraction=0``) has no val split and logs no ``val/...``
+metric: its accuracy is the test split's, when the data has one.
+
     >>> from visionops import names
     >>> names.VAL_ACCURACY, names.split_metric("test", "accuracy")
     ('val/accuracy', 'test/accuracy')

@@ -31,6 +31,25 @@ def test_val_fraction_that_leaves_no_training_images() -> None:
         _synthetic(20, 0.99)
 
 
+def test_val_fraction_zero_trains_on_every_image_and_has_no_val_split() -> None:
+    data = _synthetic(200, 0.0)
+    assert data.split_names == ["train"]
+    assert len(data.train) == data.num_train == 200
+    images, _ = make_synthetic(200, seed=0)
+    assert torch.equal(data.train[37][0], images[37])  # the source's own order
+    with pytest.raises(DataError, match=r"^this dataset has no 'val' split; available: train$"):
+        data.split("val")
+    assert data.test is None
+
+
+def test_a_positive_fraction_carves_the_split_it_always_did() -> None:
+    # Pinned to the expression runs made before val_fraction 0 existed, so they reproduce.
+    order = torch.randperm(200, generator=torch.Generator().manual_seed(5)).tolist()
+    data = _synthetic(200, 0.1, seed=5)
+    assert data.val.indices == order[:20]
+    assert data.train.indices == order[20:]
+
+
 def test_train_and_val_are_disjoint_and_cover_everything() -> None:
     data = _synthetic(200, 0.1)
     train, val = set(data.train.indices), set(data.val.indices)

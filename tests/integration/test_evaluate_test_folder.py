@@ -6,25 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from banded_images import CLASSES, write_banded_tree
 
 from visionops.cli import main
 from visionops.config import TrainConfig, with_fields
 from visionops.training import train
-
-CLASSES = ("ant", "bee", "cow")
-
-
-def _write_tree(root: Path, per_class: int, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    for k, name in enumerate(CLASSES):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 80, size=(32, 32, 3), dtype=np.uint8)
-            pixels[:, 10 * k : 10 * k + 10] = 230  # class k: a bright band at its own place
-            Image.fromarray(pixels).save(root / name / f"{i:03d}.png")
 
 
 @pytest.mark.integration
@@ -35,9 +22,9 @@ def test_evaluate_a_test_folder_alone(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _write_tree(tmp_path / "labelled" / "train", per_class=8, seed=0)
+    write_banded_tree(tmp_path / "labelled" / "train", per_class=8, seed=0)
     test_only = tmp_path / "held-out"
-    _write_tree(test_only / "test", per_class=3, seed=1)
+    write_banded_tree(test_only / "test", per_class=3, seed=1)
     cache_dir = tmp_path / "cache"
     cfg = with_fields(
         tiny_config,

@@ -10,11 +10,13 @@ from mlflow.tracking import MlflowClient
 from visionops import names
 from visionops.config import TrainConfig, with_fields
 from visionops.data.transforms import get_augmentation
+from visionops.models import create_model
 from visionops.recipes import get_recipe, list_recipes
 from visionops.training import train
 
 CIFAR10_RECIPES = {
     "cifar10-fast": "airbench",
+    "cifar10-accurate": "airbench",
     "cifar10-resnet18": "resnet18",
     "cifar10-mobilenetv3": "mobilenet_v3_large",
 }
@@ -58,6 +60,26 @@ def test_cifar10_fast_is_airbench94() -> None:
     assert optim.warmup_epochs / cfg.epochs == pytest.approx(0.23)
     assert (optim.lr_start_fraction, optim.lr_end_fraction) == (0.2, 0.07)
     assert optim.label_smoothing == 0.2
+
+
+def test_cifar10_accurate_is_cifar10_fast_wider_and_longer() -> None:
+    fast, accurate = get_recipe("cifar10-fast"), get_recipe("cifar10-accurate")
+    assert accurate.epochs > fast.epochs
+    assert accurate.model.width_multiplier == 1.25
+    net = create_model("airbench", num_classes=10, width_multiplier=accurate.model.width_multiplier)
+    widths = [group.conv2.out_channels for group in net.groups]  # type: ignore[union-attr]
+    assert widths == [80, 320, 320]
+    # A lower lr for the wider net (airbench95: 0.87x), the decay per step (lr x decay) kept.
+    assert accurate.optim.lr == pytest.approx(0.9 * fast.optim.lr)
+    assert accurate.optim.lr * accurate.optim.weight_decay == pytest.approx(
+        fast.optim.lr * fast.optim.weight_decay
+    )
+    assert accurate.optim.warmup_epochs / accurate.epochs == pytest.approx(0.23, abs=0.01)
+    # Everything else is the fast recipe's.
+    same = {"epochs", "model", "optim"}
+    assert accurate.model_dump(exclude=same) == fast.model_dump(exclude=same)
+    unchanged = {"lr", "weight_decay", "warmup_epochs"}
+    assert accurate.optim.model_dump(exclude=unchanged) == fast.optim.model_dump(exclude=unchanged)
 
 
 def test_cifar10_fast_runs_on_synthetic_data(tracking_uri: str, tmp_path: Path) -> None:

@@ -55,7 +55,8 @@ class DataBundle:
     """The splits of one dataset, as (image, label) items before any transform.
 
     ``splits`` holds "train" and "val" (carved from the source's training images) and "test"
-    when the source has one; a bundle built for evaluating a test set alone holds only "test".
+    when the source has one; with ``val_fraction=0`` "train" is every training image and there
+    is no "val"; a bundle built for evaluating a test set alone holds only "test".
     """
 
     splits: dict[str, Dataset[Any]]
@@ -141,7 +142,8 @@ class DataBundle:
 
 
 def build_data(cfg: DataConfig, seed: int, *, need_train: bool = True) -> DataBundle:
-    """Load ``cfg.dataset`` and carve a validation split that depends only on ``seed``.
+    """Load ``cfg.dataset`` and carve a validation split that depends only on ``seed`` (none
+    with ``val_fraction=0``: a final training on every training image).
 
     With ``need_train=False`` (evaluation), a source without training images gives a bundle
     of its test split alone.
@@ -156,14 +158,7 @@ def build_data(cfg: DataConfig, seed: int, *, need_train: bool = True) -> DataBu
     splits: dict[str, Dataset[Any]] = {}
     full = source.splits.get("train")
     if full is not None:
-        size = _size(full)
-        num_val = max(1, round(size * cfg.val_fraction))
-        if num_val >= size:
-            raise DataError(
-                f"val_fraction={cfg.val_fraction} leaves no training images out of {size}"
-            )
-        order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
-        splits = {"train": Subset(full, order[num_val:]), "val": Subset(full, order[:num_val])}
+        splits = _train_and_val(full, cfg.val_fraction, seed)
     elif need_train:
         raise DataError(
             f"dataset {cfg.dataset!r} in {cfg.data_dir} has only a "
@@ -173,6 +168,20 @@ def build_data(cfg: DataConfig, seed: int, *, need_train: bool = True) -> DataBu
     if "test" in source.splits:
         splits["test"] = source.splits["test"]
     return DataBundle(splits, source.classes, cfg.image_size, cache)
+
+
+def _train_and_val(full: Dataset[Any], val_fraction: float, seed: int) -> dict[str, Dataset[Any]]:
+    """The "train" split and a "val" split of ``val_fraction`` of the source's training
+    images, fixed by ``seed``; with ``val_fraction=0`` (a final training), "train" alone, every
+    image."""
+    if val_fraction == 0:
+        return {"train": full}
+    size = _size(full)
+    num_val = max(1, round(size * val_fraction))
+    if num_val >= size:
+        raise DataError(f"val_fraction={val_fraction} leaves no training images out of {size}")
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
+    return {"train": Subset(full, order[num_val:]), "val": Subset(full, order[:num_val])}
 
 
 def _load_source(

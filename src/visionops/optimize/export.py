@@ -132,7 +132,8 @@ def export_registered(
     parity_images: int = MIN_PARITY_IMAGES,
 ) -> ExportResult:
     """Export the logged model at ``model_uri`` to ONNX and check it against PyTorch on
-    ``parity_images`` validation images of its training run's data.
+    ``parity_images`` validation images of its training run's data (test or training images
+    for a model trained with val_fraction 0).
 
     Raises:
         VisionOpsError: the model cannot be loaded or exported, or parity fails (the file is
@@ -150,10 +151,13 @@ def export_registered(
     source = load_classifier(model_uri, tracking_uri)
     cfg = resolve_config(source.config, data_overrides or [])
     data = build_data(cfg.data, cfg.seed)
-    available = len(data.split("val"))  # type: ignore[arg-type]  # a sized dataset
+    # Parity needs images, not labels: a model trained on every image (val_fraction 0) has no
+    # val split, and its test or training images do as well.
+    split = next(name for name in ("val", "test", "train") if name in data.split_names)
+    available = len(data.split(split))  # type: ignore[arg-type]  # a sized dataset
     positions = torch.arange(min(parity_images, available))
-    images, _ = split_images(data, "val", positions)
-    if len(images) < MIN_PARITY_IMAGES:  # a tiny validation split: repeat it, flipped
+    images, _ = split_images(data, split, positions)
+    if len(images) < MIN_PARITY_IMAGES:  # a tiny split: repeat it, flipped
         images = torch.cat([images, images.flip(-1)] * (MIN_PARITY_IMAGES // len(images) + 1))
         images = images[:MIN_PARITY_IMAGES]
     target = path or Path(_default_name(model_uri))

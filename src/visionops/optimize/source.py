@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from visionops import names
 from visionops.config import Override, resolve_config
 from visionops.data import build_data
 from visionops.errors import VisionOpsError
@@ -64,6 +65,12 @@ def build_context(
         raise VisionOpsError(
             f"{pinned} predicts {source.num_classes} classes but dataset {base.data.dataset!r} "
             f"has {data.num_classes}; optimise it on data with the classes it was trained on"
+        )
+    if "val" not in data.split_names:
+        raise VisionOpsError(
+            f"{pinned} was trained with val_fraction 0 (on every training image), so it has no "
+            f"validation split to measure its variants' {names.VAL_ACCURACY} on; optimise a "
+            "version trained with val_fraction > 0"
         )
     source.config = base
     plan = FinetunePlan(

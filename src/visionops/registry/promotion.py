@@ -248,8 +248,10 @@ def _require_accuracy(name: str, version: str, accuracy: float | None, role: str
     if accuracy is None:
         raise RegistryError(
             f"{role}, version {version} of {name!r}, has no {VAL_ACCURACY_METRIC}: its source run "
-            "is missing or did not log it, so the gate cannot compare; pass --force to promote "
-            "anyway (recorded in the version's tags)"
+            "is missing, or did not log it (a final training with val_fraction 0 measures "
+            f"{names.split_metric('test', 'accuracy')} only; compare such versions with "
+            "`visionops evaluate --split test`), so the gate cannot compare; pass --force to "
+            "promote anyway (recorded in the version's tags)"
         )
 
 

@@ -16,10 +16,12 @@ from visionops import names
 
 
 def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
-    """Loss and accuracy per epoch, train against validation."""
+    """Loss and accuracy per epoch, train against validation (train alone in a run without a
+    val split, ``val_fraction=0``)."""
     epochs = [int(row[names.EPOCH_KEY]) for row in history]
     figure, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    for split in ("train", "val"):
+    splits = [s for s in ("train", "val") if names.split_metric(s, "loss") in history[0]]
+    for split in splits:
         for axis, quantity in ((loss_ax, "loss"), (acc_ax, "accuracy")):
             values = [row[names.split_metric(split, quantity)] for row in history]
             axis.plot(epochs, values, marker="o", label=split)

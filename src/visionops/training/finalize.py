@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import torch
+
 from visionops import names
-from visionops.data import create_eval_loader
+from visionops.data import Batch, create_eval_loader
 from visionops.tracking import RunTracker, plots
 from visionops.training.evaluate import EvalResult, evaluate
 from visionops.training.job import TrainingJob
+
+_EXAMPLE_IMAGES = 4  # log_model keeps at most this many of its example images
 
 
 @dataclass
@@ -59,19 +63,26 @@ def finalize_run(
     history: Sequence[dict[str, float]],
     last_val: EvalResult | None,
 ) -> FinalResult:
-    """Evaluate (val, and test when there is one), log figures, log and register the model."""
+    """Evaluate (val and test, those the data has), log figures, log and register the model.
+
+    A final training (``val_fraction=0``) has no val split: its accuracy is the test split's,
+    and without a test split it logs the model unmeasured (``train`` warned at the start).
+    """
     cfg, model, data, runtime = job.cfg, job.model, job.data, job.runtime
     model.eval()
-    # A run resumed from its last checkpoint has not validated in this process.
     tta = cfg.data.tta
-    val = last_val or evaluate(
-        model, job.val_loader, runtime, data.num_classes, tta=tta, world=job.world
-    )
-    # The last epoch logged val/accuracy and val/loss at this step (or, for a resumed run, the
-    # process before it did): only the per-class figures are new.
-    log_evaluation(tracker, val, "val", data.classes, step=cfg.epochs, totals=False)
-    metrics = {names.VAL_ACCURACY: val.accuracy, names.VAL_LOSS: val.loss}
+    metrics: dict[str, float] = {}
+    if job.val_loader is not None:
+        # A run resumed from its last checkpoint has not validated in this process.
+        val = last_val or evaluate(
+            model, job.val_loader, runtime, data.num_classes, tta=tta, world=job.world
+        )
+        # The last epoch logged val/accuracy and val/loss at this step (or, for a resumed run,
+        # the process before it did): only the per-class figures are new.
+        log_evaluation(tracker, val, "val", data.classes, step=cfg.epochs, totals=False)
+        metrics = {names.VAL_ACCURACY: val.accuracy, names.VAL_LOSS: val.loss}
     # The test split is not sharded: only the process that logs evaluates it.
+    test_loader = None
     if data.test is not None and job.world.is_main:
         test_loader = create_eval_loader(
             data, "test", cfg.data, runtime.device, runtime.memory_format
@@ -89,7 +100,7 @@ def finalize_run(
     if tracker.run_id is not None and tracker.tracking_uri is not None and cfg.tracking.log_model:
         from visionops.tracking.model_logging import log_model
 
-        example = next(iter(job.val_loader))[0]
+        example = _example_images(job, test_loader)
         info = log_model(
             model,
             example,
@@ -106,3 +117,12 @@ def finalize_run(
         tracker.set_tags({names.MODEL_URI_TAG: model_uri})
     tracker.flush()
     return FinalResult(metrics, model_uri, version)
+
+
+def _example_images(job: TrainingJob, test_loader: Iterable[Batch] | None) -> torch.Tensor:
+    """Images for the logged model's input example: the first val batch, else (a final
+    training) the first test batch, else a few training images."""
+    loader = job.val_loader if job.val_loader is not None else test_loader
+    if loader is not None:
+        return next(iter(loader))[0]
+    return job.data.sample_images(_EXAMPLE_IMAGES)

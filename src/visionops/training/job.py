@@ -69,18 +69,16 @@ class TrainState:
         return loss_sum, correct, seen
 
     def finish_epoch(
-        self, val: EvalResult, seconds: float, world: World = SINGLE_PROCESS
+        self, val: EvalResult | None, seconds: float, world: World = SINGLE_PROCESS
     ) -> dict[str, float]:
         """Close the epoch in progress; returns its metrics (over all ranks) and starts the
-        next one."""
+        next one. ``val`` is the epoch's validation, None in a run without a val split
+        (``val_fraction=0``), whose epochs have training metrics only."""
         loss_sum, correct, seen = self.global_counts(world)
-        metrics = {
-            names.TRAIN_LOSS: loss_sum / seen,
-            names.TRAIN_ACCURACY: correct / seen,
-            names.VAL_LOSS: val.loss,
-            names.VAL_ACCURACY: val.accuracy,
-            names.EPOCH_SECONDS: seconds,
-        }
+        metrics = {names.TRAIN_LOSS: loss_sum / seen, names.TRAIN_ACCURACY: correct / seen}
+        if val is not None:
+            metrics |= {names.VAL_LOSS: val.loss, names.VAL_ACCURACY: val.accuracy}
+        metrics[names.EPOCH_SECONDS] = seconds
         self.epoch += 1
         self.history.append({names.EPOCH_KEY: self.epoch, **metrics})
         self.micro_batches_done, self.seen = 0, 0
@@ -105,7 +103,7 @@ class TrainingJob:
     scheduler: LRScheduler
     scaler: torch.amp.GradScaler
     loader: TrainBatches
-    val_loader: Iterable[Batch]
+    val_loader: Iterable[Batch] | None  # None: no val split (val_fraction=0), no validation
     steps_per_epoch: int
     loss: LossFn  # loss(logits, labels, images) of one micro-batch
     # Frozen, not checkpointed: a resume reloads it from cfg.distill.teacher.
@@ -241,7 +239,11 @@ def build_job(cfg: TrainConfig, runtime: Runtime, world: World = SINGLE_PROCESS)
             memory_format=memory_format,
             **shard,
         ),
-        val_loader=create_eval_loader(data, "val", cfg.data, device, memory_format, **shard),
+        val_loader=(
+            create_eval_loader(data, "val", cfg.data, device, memory_format, **shard)
+            if "val" in data.split_names
+            else None
+        ),
         steps_per_epoch=steps_per_epoch,
         loss=create_loss(cfg, teacher),
         teacher=teacher,

@@ -117,6 +117,7 @@ def _train(
     if world.is_main:
         elastic.note_job_run(cfg, run_dir)
         logger.info("run %s on %s; checkpoints in %s", run_id, _describe(runtime, world), run_dir)
+        _warn_if_unmeasured(cfg, job)
     pusher = ProgressPusher.for_run(tracker)  # --pushgateway: a no-op without it, or off rank 0
 
     def save() -> Path:
@@ -156,16 +157,8 @@ def _train(
                 if stopped_at is not None:
                     raise interrupted(stop.signal_name, stopped_at)
 
-                job.model.eval()
                 job.share_main_buffers()
-                last_val = evaluate(
-                    job.model,
-                    job.val_loader,
-                    runtime,
-                    job.data.num_classes,
-                    tta=cfg.data.tta,
-                    world=world,
-                )
+                last_val = _validate(job)
                 metrics = state.finish_epoch(last_val, time.perf_counter() - epoch_start, world)
                 tracker.log_metrics(metrics, step=state.epoch)
                 pusher.log_epoch(state.epoch, state.step, metrics)
@@ -267,6 +260,22 @@ def _train_epoch(
     return None
 
 
+def _validate(job: TrainingJob) -> EvalResult | None:
+    """The epoch's validation pass over the val split (each rank its shard); None in a final
+    training on every image (``val_fraction=0``), which holds out nothing to validate on."""
+    if job.val_loader is None:
+        return None
+    job.model.eval()
+    return evaluate(
+        job.model,
+        job.val_loader,
+        job.runtime,
+        job.data.num_classes,
+        tta=job.cfg.data.tta,
+        world=job.world,
+    )
+
+
 def _step_metrics(state: TrainState, step_loss: torch.Tensor, world: World) -> dict[str, float]:
     """The step's loss and the epoch's running accuracy, over all ranks."""
     device = step_loss.device
@@ -291,6 +300,19 @@ def _job_params(cfg: TrainConfig, runtime: Runtime, world: World) -> dict[str, s
         names.EFFECTIVE_WARMUP_PARAM: str(warmup_epochs_for(cfg.optim, cfg.epochs)),
         names.EFFECTIVE_COMPILE_PARAM: "on" if runtime.compile else "off",
     }
+
+
+def _warn_if_unmeasured(cfg: TrainConfig, job: TrainingJob) -> None:
+    """A final training (``val_fraction=0``) on data without a test split is allowed, as its
+    model may be measured later on a test set of its own (``visionops evaluate --data-dir``),
+    but it is said up front, not discovered after the run."""
+    if job.val_loader is None and job.data.test is None:
+        logger.warning(
+            "no accuracy will be measured: val_fraction=0 holds out no validation images and "
+            "dataset %r has no test split; for one, give the data a test split (an image "
+            "folder's data_dir/test/<class>/) or set val_fraction > 0",
+            cfg.data.dataset,
+        )
 
 
 def _describe(runtime: Runtime, world: World) -> str:

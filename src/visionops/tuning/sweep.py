@@ -37,7 +37,7 @@ from visionops.tuning.algorithms import (
     create_searcher,
 )
 from visionops.tuning.space import SearchSpace, describe_space
-from visionops.tuning.trainable import run_trial
+from visionops.tuning.trainable import check_measurable, run_trial
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,9 @@ class SweepResult:
 
 def run_sweep(options: SweepOptions) -> SweepResult:
     """Run a new sweep to the end. Raises TuningError if no trial completes."""
-    check_names(options.base)  # before Ray starts: every trial would fail the same way
+    # Before Ray starts and the parent run exists: every trial would fail the same way.
+    check_names(options.base)
+    check_measurable(options.base)
     name = options.name or time.strftime("sweep-%Y%m%d-%H%M%S")
     sweep_dir = options.storage_path.expanduser().resolve() / name
     tracking_uri = absolute_tracking_uri(options.base)

@@ -29,7 +29,13 @@ from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 
 from visionops import names
-from visionops.config import CONFIG_FIELDS, TrainConfig, with_fields, with_run_options
+from visionops.config import (
+    CONFIG_FIELDS,
+    TrainConfig,
+    check_field,
+    with_fields,
+    with_run_options,
+)
 from visionops.errors import ConfigError
 from visionops.tracking.client import tracking_client
 from visionops.training import EpochEnd, train
@@ -55,7 +61,25 @@ def trial_config(
     # Searchers may hand back NumPy scalars, which the config's validation refuses.
     values = {k: v.item() if hasattr(v, "item") else v for k, v in sampled.items()}
     sampled_cfg = with_fields(base, "the search space", **values)
+    check_measurable(sampled_cfg)  # a space may sample val_fraction
     return with_run_options(sampled_cfg, run_name=run_name, output_dir=str(output_dir))
+
+
+def check_measurable(cfg: TrainConfig) -> None:
+    """Trials are compared by their ``val/accuracy``: a config that holds out no validation
+    images (``val_fraction=0``, a final training on every image) cannot be swept.
+
+    Raises:
+        ConfigError: naming val_fraction and what to do instead.
+    """
+    check_field(
+        cfg,
+        "val_fraction",
+        cfg.data.val_fraction > 0,
+        f"a sweep compares trials by {names.VAL_ACCURACY}, and val_fraction 0 holds out no "
+        "validation images; tune with val_fraction > 0, then train the chosen configuration "
+        "on every image with `visionops train --val-fraction 0`",
+    )
 
 
 def run_trial(config: dict[str, Any], base_config: dict[str, Any]) -> None:

@@ -1,0 +1,50 @@
+"""benchmarks/time_to_accuracy.py refuses a configuration without a val split before it
+trains: what it times is the epochs and seconds to a val/accuracy."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from visionops.config import TrainConfig, with_fields
+from visionops.recipes import get_recipe
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load_benchmark() -> ModuleType:
+    # Scripts, not a package: on sys.path only while it loads, beside its _machine module.
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module("time_to_accuracy")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+time_to_accuracy = _load_benchmark()
+
+
+def test_a_recipe_without_a_val_split_is_refused_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def final_training(name: str) -> TrainConfig:
+        return with_fields(get_recipe("debug"), val_fraction=0)
+
+    def no_training(cfg: TrainConfig) -> None:
+        raise AssertionError("the benchmark trained")
+
+    monkeypatch.setattr(time_to_accuracy, "get_recipe", final_training)
+    monkeypatch.setattr(time_to_accuracy, "train", no_training)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # its run folder goes there
+    monkeypatch.setattr(sys, "argv", ["time_to_accuracy.py", "--recipe", "final"])
+    with pytest.raises(SystemExit) as exit_info:
+        time_to_accuracy.main()
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "recipe 'final' has val_fraction 0" in error
+    assert "times val/accuracy" in error
