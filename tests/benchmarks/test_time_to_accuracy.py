@@ -3,30 +3,17 @@ trains: what it times is the epochs and seconds to a val/accuracy."""
 
 from __future__ import annotations
 
-import importlib
 import sys
 import tempfile
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from benchmark_scripts import load_benchmark
 
 from visionops.config import TrainConfig, with_fields
 from visionops.recipes import get_recipe
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load_benchmark() -> ModuleType:
-    # Scripts, not a package: on sys.path only while it loads, beside its _machine module.
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        return importlib.import_module("time_to_accuracy")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-
-
-time_to_accuracy = _load_benchmark()
+time_to_accuracy = load_benchmark("time_to_accuracy")
 
 
 def test_a_recipe_without_a_val_split_is_refused_before_training(

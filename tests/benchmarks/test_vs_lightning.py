@@ -7,34 +7,23 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib
 import json
 import re
 import subprocess
 import sys
 from importlib.metadata import packages_distributions
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from benchmark_scripts import BENCHMARKS, load_benchmark
 
 from visionops.data.transforms import build_transform
 from visionops.recipes import get_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCHMARKS = ROOT / "benchmarks"
 
 
-def _load_benchmark() -> ModuleType:
-    # Scripts, not a package: on sys.path only while it loads, beside its _machine module.
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        return importlib.import_module("vs_lightning")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-
-
-vs_lightning = _load_benchmark()
+vs_lightning = load_benchmark("vs_lightning")
 
 
 def side(step_rates: list[float], end_to_end: float, accuracy: float) -> dict[str, object]:

@@ -131,7 +131,8 @@ def test_such_a_model_is_refused_by_what_reads_val_accuracy(
 ) -> None:
     pinned = f"models:/{MODEL_NAME}/1"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", final_run.uri)
-    evaluate = ["evaluate", "--model-uri", pinned, "--json", "--split"]
+    evaluate = ["evaluate", "--model-uri", pinned, "--tracking-uri", final_run.uri, "--json"]
+    evaluate.append("--split")
     assert main([*evaluate, "val"]) == EXIT_USER_ERROR
     assert "no 'val' split; available: train, test" in capsys.readouterr().err
     assert main([*evaluate, "test"]) == 0

@@ -64,6 +64,7 @@ for _recipe, _lr, _batch_sizes, _models in (
     ("debug", (1e-3, 0.3), (16, 32, 64), ("resnet9",)),
     ("quickstart", (1e-2, 0.5), (64, 128, 256), ("resnet9",)),
     ("cifar10-fast", (0.3, 3.0), (512, 1024), ("airbench",)),
+    ("cifar10-accurate", (0.3, 3.0), (512, 1024), ("airbench",)),
     ("cifar10-resnet18", (0.02, 0.5), (128, 256), ("resnet18", "resnet9")),
     ("cifar10-mobilenetv3", (0.02, 0.5), (128, 256), ("mobilenet_v3_large",)),
 ):
