@@ -82,12 +82,7 @@ def main() -> None:
         }
         for m in sorted(history, key=lambda m: m.step)
     ]
-    reached = {}
-    for target in (float(t) for t in args.targets.split(",")):
-        first = next((e for e in epochs if e[names.VAL_ACCURACY] >= target), None)
-        reached[f"{target:.2f}"] = (
-            {"epochs": first["epoch"], "seconds": first["elapsed_s"]} if first else None
-        )
+    reached = first_reached(epochs, args.targets)
     print(
         json.dumps(
             {
@@ -114,6 +109,20 @@ def main() -> None:
             }
         )
     )
+
+
+def first_reached(
+    epochs: list[dict[str, float]], targets: str
+) -> dict[str, dict[str, float] | None]:
+    """For each of the comma-separated ``targets``, keyed as written, the first epoch whose
+    val/accuracy reached it (its number and seconds), or None."""
+    reached: dict[str, dict[str, float] | None] = {}
+    for target in (t.strip() for t in targets.split(",")):
+        first = next((e for e in epochs if e[names.VAL_ACCURACY] >= float(target)), None)
+        reached[target] = (
+            {"epochs": first["epoch"], "seconds": first["elapsed_s"]} if first else None
+        )
+    return reached
 
 
 if __name__ == "__main__":

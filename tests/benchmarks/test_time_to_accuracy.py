@@ -1,5 +1,5 @@
-"""benchmarks/time_to_accuracy.py refuses a configuration without a val split before it
-trains: what it times is the epochs and seconds to a val/accuracy."""
+"""benchmarks/time_to_accuracy.py: the epochs and seconds to each target val/accuracy, and a
+configuration without a val split refused before it trains."""
 
 from __future__ import annotations
 
@@ -35,3 +35,17 @@ def test_a_recipe_without_a_val_split_is_refused_before_training(
     error = capsys.readouterr().err
     assert "recipe 'final' has val_fraction 0" in error
     assert "times val/accuracy" in error
+
+
+def test_each_target_is_reported_as_written_with_the_first_epoch_that_reached_it() -> None:
+    epochs = [
+        {"epoch": 1, "val/accuracy": 0.85, "elapsed_s": 60.0},
+        {"epoch": 2, "val/accuracy": 0.912, "elapsed_s": 120.0},
+        {"epoch": 3, "val/accuracy": 0.905, "elapsed_s": 180.0},
+        {"epoch": 4, "val/accuracy": 0.915, "elapsed_s": 240.0},
+    ]
+    assert time_to_accuracy.first_reached(epochs, "0.9, 0.915,0.94") == {
+        "0.9": {"epochs": 2, "seconds": 120.0},
+        "0.915": {"epochs": 4, "seconds": 240.0},
+        "0.94": None,
+    }
