@@ -65,10 +65,10 @@ def test_cifar10_fast_is_airbench94() -> None:
 def test_cifar10_accurate_is_cifar10_fast_wider_and_longer() -> None:
     fast, accurate = get_recipe("cifar10-fast"), get_recipe("cifar10-accurate")
     assert accurate.epochs > fast.epochs
-    assert accurate.model.width_multiplier == 1.5
+    assert accurate.model.width_multiplier == 1.75
     net = create_model("airbench", num_classes=10, width_multiplier=accurate.model.width_multiplier)
     widths = [group.conv2.out_channels for group in net.groups]  # type: ignore[union-attr]
-    assert widths == [96, 384, 384]
+    assert widths == [112, 448, 448]
     # A lower lr for the wider net (airbench95: 0.87x), the decay per step (lr x decay) kept.
     assert accurate.optim.lr == pytest.approx(0.9 * fast.optim.lr)
     assert accurate.optim.lr * accurate.optim.weight_decay == pytest.approx(
