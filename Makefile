@@ -8,15 +8,34 @@ export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
 .PHONY: install system-packages quickstart test test-fast lint format bench-overhead bench-data \
 	bench-tta bench-tune bench-ddp bench-optimize bench-distill bench-serving bench-lightning clean \
-	server tune tune-quick tune-extensive airflow deploy-tools deploy-check
+	server tune tune-quick tune-extensive airflow deploy-tools deploy-check lock lock-check \
+	secrets-check
 
-$(STAMP): pyproject.toml constraints.txt
+# The locked environment (docs/development.md): every package of requirements.lock, checked
+# against its hashes, without resolving anything; the torch pair of constraints.txt after it
+# (the build differs by target: constraints-cuda.txt pins the CUDA packages PyPI's build brings,
+# the +cpu wheels of PyTorch's index need none), whose other requirements the lock already holds;
+# visionops itself; then pip check, which fails if the lock and the torch pair disagree.
+$(STAMP): pyproject.toml constraints.txt constraints-cuda.txt requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet -r constraints.txt -c constraints-cuda.txt
+	$(BIN)/pip install --quiet --no-deps -e '.[dev]'
+	$(BIN)/pip check
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve every lock and constraints file (scripts/lock.py) after a change to pyproject's
+# dependencies, constraints.txt or the package lists the script names: pins that still fit
+# are kept; UPGRADE=1 moves every pin to the newest release. lock-check changes nothing and
+# fails, naming the file, where a re-resolve would change one. Both need the package index.
+lock:
+	$(PYTHON) scripts/lock.py $(if $(UPGRADE),--upgrade)
+
+lock-check:
+	$(PYTHON) scripts/lock.py --check
 
 # Airflow for the pipelines of dags/ (docs/pipelines.md), in a virtualenv of its own: Airflow is
 # not a dependency of visionops, and its tasks run the visionops CLI of .venv.
@@ -40,6 +59,11 @@ $(DEPLOY_STAMP): constraints-deploy.txt scripts/install-deploy-tools.sh
 	scripts/install-deploy-tools.sh
 
 deploy-tools: $(DEPLOY_STAMP)
+
+# The secret files Alertmanager and deploy/compose read, each missing or empty one reported:
+# nothing else notices them before an alert is sent. SECRETS=monitoring or compose for one stack.
+secrets-check:
+	scripts/deploy/check-secrets.sh $(SECRETS)
 
 # Every chart, manifest, Terraform file, Dockerfile, script and workflow through its validator.
 deploy-check: $(STAMP) $(DEPLOY_STAMP)

@@ -19,34 +19,24 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python3 -m venv /opt/venv
-# The tested torch/torchvision pair, CPU builds, from PyTorch's index (PyPI's Linux wheels are
-# the CUDA ones); then what the serving path imports (visionops.serving and the modules it
-# reaches) at the versions the tests run. pyproject's dependencies are the whole platform's, so
-# visionops itself goes in without them. boto3: registered models whose artifacts sit in S3
-# rather than behind the tracking server's proxy.
-COPY constraints.txt ./
-RUN /opt/venv/bin/pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" -r constraints.txt \
-    && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt \
-        "mlflow-skinny==3.17.2" \
-        "onnxruntime==1.32.0" \
-        "torchao==0.18.0" \
-        "fastapi==0.165.0" \
-        "uvicorn==0.55.0" \
-        "python-multipart==0.0.34" \
-        "prometheus-client==0.26.0" \
-        "pydantic==2.14.4" \
-        "numpy==2.4.6" \
-        "pandas==3.1.1" \
-        "pillow==13.0.0" \
-        "matplotlib==3.11.2" \
-        "psutil==7.2.2" \
-        "pyyaml==6.0.4" \
-        "python-dotenv==1.2.4" \
-        "rich==15.0.0" \
-        "boto3==1.44.8"
+# The tested torch/torchvision pair, CPU builds, from PyTorch's index without its requirements
+# (PyPI's Linux wheels are the CUDA ones; that index holds few versions of the rest); then
+# what the serving path imports (visionops.serving and the modules it reaches), torch's own
+# requirements and everything they need at the versions of requirements.lock, its hashes
+# stripped into lock-pins.txt (pip takes no hash in a -c file). pyproject's dependencies are
+# the whole platform's, so visionops itself goes in without them. boto3: registered models
+# whose artifacts sit in S3 rather than behind the tracking server's proxy.
+COPY constraints.txt requirements.lock ./
+RUN sed -e '/--hash=/d' -e 's/ *\\$//' requirements.lock > lock-pins.txt \
+    && /opt/venv/bin/pip install --no-cache-dir --no-deps --index-url "${TORCH_INDEX_URL}" \
+        -r constraints.txt \
+    && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt -c lock-pins.txt \
+        torch torchvision mlflow-skinny onnxruntime torchao fastapi uvicorn python-multipart \
+        prometheus-client pydantic numpy pandas pillow matplotlib psutil pyyaml python-dotenv \
+        rich boto3
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN /opt/venv/bin/pip install --no-cache-dir --no-deps -c constraints.txt .
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps -c constraints.txt -c lock-pins.txt .
 
 # --- runtime -----------------------------------------------------------------------------------
 FROM python:3.11-slim-bookworm

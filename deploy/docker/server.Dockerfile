@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # visionops/server: the team tracking server, `mlflow server` with basic-auth, the PostgreSQL
-# driver and the S3 client, at the versions this repository runs and tests (a test keeps them
-# equal to the virtualenv's). deploy/compose builds it; build it alone from the repository root:
+# driver and the S3 client, at the versions this repository runs and tests (requirements.lock).
+# deploy/compose builds it; build it alone from the repository root:
 #
 #   docker build -f deploy/docker/server.Dockerfile -t visionops/server:0.1.0 .
 #
@@ -14,12 +14,13 @@ FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY constraints.txt ./
-RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt \
-        "mlflow[auth]==3.17.2" \
-        "psycopg[binary]==3.3.9" \
-        "boto3==1.44.8"
+# Every version is requirements.lock's, its hashes stripped into lock-pins.txt (pip takes no
+# hash in a -c file).
+COPY requirements.lock ./
+RUN sed -e '/--hash=/d' -e 's/ *\\$//' requirements.lock > lock-pins.txt \
+    && python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir -c lock-pins.txt "mlflow[auth]" \
+        "psycopg[binary]" boto3
 
 # --- runtime -----------------------------------------------------------------------------------
 FROM python:3.11-slim-bookworm

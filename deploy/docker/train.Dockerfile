@@ -34,15 +34,22 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python3 -m venv /opt/venv
-# The tested torch/torchvision pair (constraints.txt) from PyTorch's own index first: PyPI's
-# Linux wheels are the CUDA builds, gigabytes that a CPU image never loads.
-COPY constraints.txt ./
-RUN /opt/venv/bin/pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" -r constraints.txt
+# The tested torch/torchvision pair (constraints.txt) from PyTorch's own index first, without
+# its requirements (that index holds few of their versions): PyPI's Linux wheels are the CUDA
+# builds, gigabytes that a CPU image never loads. Every other version is requirements.lock's,
+# its hashes stripped into lock-pins.txt (pip takes no hash in a -c file); a CUDA build's
+# nvidia-* and triton come from PyPI at the versions of constraints-cuda.txt.
+COPY constraints.txt constraints-cuda.txt requirements.lock ./
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --index-url "${TORCH_INDEX_URL}" \
+        -r constraints.txt \
+    && sed -e '/--hash=/d' -e 's/ *\\$//' requirements.lock > lock-pins.txt
 COPY pyproject.toml README.md ./
 COPY src ./src
 # The constraints keep that torch in place. ray[default] adds the dashboard and the job server,
-# which the KubeRay head, its autoscaler and RayJob submission need (pyproject has ray[tune]).
-RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt . "ray[default]==2.60.0"
+# which the KubeRay head, its autoscaler and RayJob submission need (pyproject has ray[tune]);
+# the packages only that extra brings are the ones requirements.lock does not pin.
+RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt -c constraints-cuda.txt \
+        -c lock-pins.txt . "ray[default]"
 
 # --- runtime -----------------------------------------------------------------------------------
 FROM base

@@ -59,12 +59,32 @@ IN_CLUSTER = {
 }
 
 
+#: Per chart, the values its --set flags give on top of values-production.yaml in production
+#: (Terraform's outputs), which the chart's file leaves empty.
+TERRAFORM_OUTPUTS = Path(__file__).parent / "terraform-outputs"
+
+
 def values_files(chart: str, variant: str) -> tuple[Path, ...]:
-    return (HELM / chart / "values-production.yaml",) if variant == "production" else ()
+    if variant != "production":
+        return ()
+    outputs = TERRAFORM_OUTPUTS / f"{chart}.yaml"
+    return (HELM / chart / "values-production.yaml", *([outputs] if outputs.exists() else []))
+
+
+def _merged(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        both_maps = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = _merged(base[key], value) if both_maps else value
+    return merged
 
 
 def production_values(chart: str) -> dict:
-    return yaml.safe_load((HELM / chart / "values-production.yaml").read_text())
+    """The production values as helm sees them: the chart's file, then the --set values."""
+    merged: dict = {}
+    for path in values_files(chart, "production"):
+        merged = _merged(merged, yaml.safe_load(path.read_text()))
+    return merged
 
 
 @functools.cache
@@ -325,6 +345,59 @@ def test_mlflow_ingress_is_an_https_alb() -> None:
     assert not [d for d in render("mlflow") if d["kind"] == "Ingress"]
 
 
+@pytest.mark.parametrize("chart", CHARTS)
+def test_production_values_ship_no_placeholder_ids(chart: str) -> None:
+    """A forgotten --set must fail the chart, not render a made-up account, bucket or host."""
+    text = (HELM / chart / "values-production.yaml").read_text()
+    placeholders = re.findall(r"123456789012|fs-0[0-9a-f]{16}|example\.com", text)
+    assert not placeholders, f"{chart}/values-production.yaml ships {placeholders}"
+    shipped = yaml.safe_load(text)
+    for outputs in values_files(chart, "production")[1:]:
+        for key, _ in _leaves(yaml.safe_load(outputs.read_text())):
+            assert _leaf(shipped, key) in ("", None), f"{chart}: {key} is set, not left to --set"
+
+
+def _leaves(values: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        out += _leaves(value, f"{name}.") if isinstance(value, dict) else [(name, value)]
+    return out
+
+
+def _leaf(values: dict, key: str) -> object:
+    for part in key.split("."):
+        values = values.get(part) if isinstance(values, dict) else None
+    return values
+
+
+@pytest.mark.parametrize(
+    "missing",
+    ["serviceAccount.roleArn", "artifacts.bucket", "ingress.host", "ingress.certificateArn"],
+)
+def test_mlflow_production_fails_without_each_terraform_value(
+    values_dir: Path, missing: str
+) -> None:
+    """As an empty --set does: the value from Terraform or the team is required."""
+    outputs = yaml.safe_load((TERRAFORM_OUTPUTS / "mlflow.yaml").read_text())
+    section, key = missing.split(".")
+    del outputs[section][key]
+    partial = write_values(values_dir, f"outputs-without-{section}-{key}", outputs)
+    production = HELM / "mlflow" / "values-production.yaml"
+    result = run_tool(
+        "helm",
+        "template",
+        "visionops",
+        str(HELM / "mlflow"),
+        "-f",
+        str(production),
+        "-f",
+        str(partial),
+    )
+    assert result.returncode != 0, result.stdout
+    assert f"{missing}:" in result.stderr
+
+
 def test_mlflow_ingress_requires_a_certificate(values_dir: Path) -> None:
     bare = write_values(values_dir, "ingress-bare", {"ingress": {"enabled": True, "host": "x.y"}})
     result = run_tool("helm", "template", "visionops", str(HELM / "mlflow"), "-f", str(bare))
@@ -548,9 +621,7 @@ def test_default_tracking_uris_name_the_mlflow_service_the_setup_installs() -> N
     that Host header."""
     common = (ROOT / "scripts" / "lib" / "common.sh").read_text()
     release = re.search(r"MLFLOW_RELEASE=\$\{MLFLOW_RELEASE:-([a-z0-9-]+)\}", common).group(1)
-    docs = helm_template(
-        HELM / "mlflow", HELM / "mlflow" / "values-production.yaml", release=release
-    )
+    docs = helm_template(HELM / "mlflow", *values_files("mlflow", "production"), release=release)
     service = one(docs, "Service")
     host = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
     assert f"http://{host}:{service['spec']['ports'][0]['port']}" == MLFLOW_SERVICE_URI

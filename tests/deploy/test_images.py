@@ -8,7 +8,6 @@ tracking server. Every Dockerfile in deploy/docker is checked by every parametri
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import re
@@ -35,6 +34,11 @@ ENTRYPOINTS = {
 }
 #: The user every image runs as (the Kubernetes charts' runAsUser).
 UID = "10001"
+#: The locked environment, and the torch pair installed before it (docs/development.md).
+LOCK = ROOT / "requirements.lock"
+TORCH_PAIR = ROOT / "constraints.txt"
+#: What the images pass to pip's -c: the lock's versions without its hashes.
+LOCK_PINS = "lock-pins.txt"
 
 
 # --- a Dockerfile as its instructions, by stage -----------------------------------------------
@@ -123,14 +127,28 @@ def _pip_installs(dockerfile: Dockerfile) -> list[list[str]]:
     return installs
 
 
-def _pins(dockerfile: Dockerfile) -> dict[str, str]:
-    """{distribution: version} of every ``name[extras]==version`` pip installs."""
-    pins = {}
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _requested(dockerfile: Dockerfile) -> dict[str, str | None]:
+    """{distribution: the version written beside it, or None} of every package pip installs
+    by name (not from a file, not the checkout)."""
+    requested: dict[str, str | None] = {}
     for install in _pip_installs(dockerfile):
-        for word in install:
-            if match := re.fullmatch(r"([A-Za-z0-9._-]+)(?:\[[\w,-]+\])?==([\w.+!-]+)", word):
-                pins[match.group(1).lower()] = match.group(2)
-    return pins
+        for previous, word in zip(["", *install[:-1]], install, strict=True):
+            if word.startswith("-") or previous in ("-c", "-r", "--index-url") or word == ".":
+                continue
+            match = re.fullmatch(r"([A-Za-z0-9._-]+)(?:\[[\w,-]+\])?(?:==([\w.+!-]+))?", word)
+            assert match, f"{dockerfile.path.name}: cannot read the requirement {word!r}"
+            requested[canonical(match.group(1))] = match.group(2)
+    return requested
+
+
+def file_pins(text: str) -> dict[str, str]:
+    """{distribution: version} of a requirements or constraints file."""
+    pattern = r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)"
+    return {canonical(name): version for name, version in re.findall(pattern, text, re.M)}
 
 
 @pytest.fixture(params=DOCKERFILES, ids=[path.name for path in DOCKERFILES])
@@ -188,23 +206,43 @@ def test_image_installs_with_the_constraints_and_no_cache(dockerfile: Dockerfile
     assert installs
     for install in installs:
         assert "--no-cache-dir" in install, install
-        # -r for the torch pair from PyTorch's index, -c for everything else.
-        assert ("-c" in install or "-r" in install) and "constraints.txt" in install, install
+        # -r for the torch pair from PyTorch's index, the lock's versions for everything else.
+        if "-r" in install:
+            assert install[install.index("-r") + 1] == "constraints.txt", install
+        else:
+            assert install[install.index("-c") - 1 :].count(LOCK_PINS), install
     copied = [args.split() for stage in dockerfile.stages for args in stage.all("COPY")]
-    assert any("constraints.txt" in args[:-1] for args in copied)
+    assert any("requirements.lock" in args[:-1] for args in copied)
 
 
-def test_image_pins_the_versions_the_tests_run(dockerfile: Dockerfile) -> None:
-    pins = _pins(dockerfile)
-    for name, version in pins.items():
-        assert version == importlib.metadata.version(name), (
-            f"{dockerfile.path.name} pins {name}=={version}; the virtualenv runs "
-            f"{importlib.metadata.version(name)}"
+def test_image_pins_the_versions_the_tests_run(dockerfile: Dockerfile, tmp_path: Path) -> None:
+    """Every package an image names is pinned by requirements.lock (or is the torch pair), at
+    the lock's version where the Dockerfile writes one too."""
+    lock, pair = file_pins(LOCK.read_text()), file_pins(TORCH_PAIR.read_text())
+    for name, version in _requested(dockerfile).items():
+        assert name in lock or name in pair, f"{dockerfile.path.name} installs {name}, unlocked"
+        locked = lock.get(name) or pair[name]
+        assert version in (None, locked), (
+            f"{dockerfile.path.name} pins {name}=={version}; requirements.lock has {locked}"
         )
     for install in _pip_installs(dockerfile):
         if "--index-url" in install:  # only torch's own index, with the pair of constraints.txt
             assert install[install.index("--index-url") + 1] == "${TORCH_INDEX_URL}"
             assert install[install.index("-r") + 1] == "constraints.txt"
+            assert "--no-deps" in install  # that index holds few versions of torch's requirements
+    # The image makes lock-pins.txt with this command: it must give the lock's versions, and
+    # no hash (pip refuses them in a -c file).
+    (derive,) = [
+        command.strip()
+        for run in dockerfile.runs()
+        for command in run.split("&&")
+        if f"> {LOCK_PINS}" in command
+    ]
+    (tmp_path / LOCK.name).write_bytes(LOCK.read_bytes())
+    subprocess.run(["sh", "-c", derive], cwd=tmp_path, check=True, timeout=30)
+    derived = (tmp_path / LOCK_PINS).read_text()
+    assert file_pins(derived) == lock
+    assert "--hash" not in derived and "\\" not in derived
 
 
 def test_image_labels_and_entrypoint(dockerfile: Dockerfile) -> None:
@@ -226,8 +264,8 @@ def test_train_image_takes_its_base_and_torch_index_as_build_arguments() -> None
     # Build and runtime stages share the base, so the copied virtualenv finds its interpreter.
     assert [stage.base for stage in train.stages] == ["python:3.11-slim-bookworm", "base", "base"]
     assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
-    assert "ray" in _pins(train)  # with [default]: the dashboard KubeRay's head needs
-    assert '"ray[default]==' in text
+    assert "ray" in _requested(train)  # with [default]: the dashboard KubeRay's head needs
+    assert '"ray[default]"' in text
     # visionops from the checkout, with its dependencies.
     (own,) = [install for install in _pip_installs(train) if "." in install]
     assert "--no-deps" not in own
@@ -235,9 +273,9 @@ def test_train_image_takes_its_base_and_torch_index_as_build_arguments() -> None
 
 def test_serve_image_carries_the_serving_runtime_only() -> None:
     serve = parse(DOCKER / "serve.Dockerfile")
-    pins = _pins(serve)
-    assert {"onnxruntime", "mlflow-skinny", "fastapi", "uvicorn"} <= set(pins)
-    assert not {"ray", "openvino", "nncf", "optuna", "mlflow", "pytest"} & set(pins)
+    requested = _requested(serve)
+    assert {"onnxruntime", "mlflow-skinny", "fastapi", "uvicorn"} <= set(requested)
+    assert not {"ray", "openvino", "nncf", "optuna", "mlflow", "pytest"} & set(requested)
     (own,) = [install for install in _pip_installs(serve) if "." in install]
     assert "--no-deps" in own  # pyproject's dependencies are the whole platform's
     (port,) = serve.final.all("EXPOSE")
@@ -321,7 +359,7 @@ def test_build_context_holds_what_the_dockerfiles_copy() -> None:
                 words = [word for word in args.split() if not word.startswith("--")]
                 if "--from=" not in args:
                     sources.update(words[:-1])
-    assert sources >= {"constraints.txt", "pyproject.toml", "README.md", "src"}
+    assert sources >= {"constraints.txt", "requirements.lock", "pyproject.toml", "README.md", "src"}
     tracked = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *sources],
         cwd=ROOT,

@@ -23,6 +23,9 @@ from deploy_tools import DEPLOY, KUBERNETES_VERSION, helm_template, run_tool
 
 CHART = DEPLOY / "helm" / "ray-cluster"
 PRODUCTION = CHART / "values-production.yaml"
+#: What the --set flags of docs/deploy.md add in production (Terraform's outputs), which
+#: values-production.yaml leaves empty.
+TERRAFORM_OUTPUTS = Path(__file__).parent / "terraform-outputs" / "ray-cluster.yaml"
 KUBERAY_KINDS = {"RayCluster", "RayJob"}
 #: Taken from KubeRay v1 (ray-operator/controllers/ray/utils): the longest RayJob name it takes,
 #: the selector key that names the RayCluster, the deletion policies a clusterSelector allows.
@@ -49,8 +52,8 @@ def renders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
     job_values.write_text(yaml.safe_dump(JOB_VALUES))
     return {
         "default": helm_template(CHART),
-        "production": helm_template(CHART, PRODUCTION),
-        "production-job": helm_template(CHART, PRODUCTION, job_values),
+        "production": helm_template(CHART, PRODUCTION, TERRAFORM_OUTPUTS),
+        "production-job": helm_template(CHART, PRODUCTION, TERRAFORM_OUTPUTS, job_values),
     }
 
 
@@ -104,11 +107,13 @@ def values(path: Path) -> dict:
 # --- helm -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values_file", [None, PRODUCTION], ids=["default", "production"])
-def test_helm_lint_strict(values_file: Path | None) -> None:
-    args = ["lint", "--strict", str(CHART)] + (
-        ["--values", str(values_file)] if values_file else []
-    )
+@pytest.mark.parametrize(
+    "values_files", [(), (PRODUCTION, TERRAFORM_OUTPUTS)], ids=["default", "production"]
+)
+def test_helm_lint_strict(values_files: tuple[Path, ...]) -> None:
+    args = ["lint", "--strict", str(CHART)]
+    for path in values_files:
+        args += ["--values", str(path)]
     result = run_tool("helm", *args)
     assert result.returncode == 0, result.output
     assert "0 chart(s) failed" in result.stdout
@@ -127,6 +132,25 @@ def test_chart_refuses_bad_values(override: str, message: str) -> None:
     result = run_tool("helm", "template", "visionops", str(CHART), "--set", override)
     assert result.returncode != 0, result.stdout
     assert message in result.stderr
+
+
+def test_production_values_alone_fail_on_each_missing_terraform_value() -> None:
+    """values-production.yaml ships no placeholder IDs: without Terraform's --set the chart's
+    `required` stops the render, as an empty --set does."""
+    shipped = values(PRODUCTION)
+    assert shipped["serviceAccount"]["roleArn"] == ""
+    assert shipped["sharedStorage"]["storageClass"]["efsFileSystemId"] == ""
+    empty = "sharedStorage.storageClass.efsFileSystemId="
+    for args in (["-f", str(PRODUCTION)], ["-f", str(PRODUCTION), "--set", empty]):
+        result = run_tool("helm", "template", "visionops", str(CHART), *args)
+        assert result.returncode != 0, result.stdout
+        assert "sharedStorage.storageClass.efsFileSystemId is required" in result.stderr
+    file_system = "sharedStorage.storageClass.efsFileSystemId=fs-0a1b2c3d4e5f60718"
+    result = run_tool(
+        "helm", "template", "visionops", str(CHART), "-f", str(PRODUCTION), "--set", file_system
+    )
+    assert result.returncode != 0, result.stdout
+    assert "serviceAccount.roleArn: the IRSA role is required" in result.stderr
 
 
 def test_sweep_presets_are_the_cli_presets() -> None:
@@ -161,9 +185,11 @@ def test_raycluster_fields(renders: dict[str, list[dict]], variant: str) -> None
 
 
 def test_ray_version_is_the_images(renders: dict[str, list[dict]]) -> None:
-    dockerfile = (DEPLOY / "docker" / "train.Dockerfile").read_text()
-    pinned = re.search(r"ray\[default\]==([0-9.]+)", dockerfile)
-    assert pinned, "train.Dockerfile pins no ray[default] version"
+    """train.Dockerfile installs ray[default] at the version of requirements.lock."""
+    assert '"ray[default]"' in (DEPLOY / "docker" / "train.Dockerfile").read_text()
+    lock = (DEPLOY.parent / "requirements.lock").read_text()
+    pinned = re.search(r"^ray==([0-9.]+)", lock, re.MULTILINE)
+    assert pinned, "requirements.lock pins no ray"
     for variant, docs in renders.items():
         assert one(docs, "RayCluster")["spec"]["rayVersion"] == pinned.group(1), variant
 
@@ -266,7 +292,10 @@ def test_credentials_come_from_the_existing_secret(
 def test_service_account_carries_the_irsa_role(renders: dict[str, list[dict]]) -> None:
     docs = renders["production"]
     account = one(docs, "ServiceAccount")
-    expected = values(PRODUCTION)["serviceAccount"]
+    expected = {
+        **values(PRODUCTION)["serviceAccount"],
+        **values(TERRAFORM_OUTPUTS)["serviceAccount"],
+    }
     assert account["metadata"]["name"] == expected["name"]
     assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == expected["roleArn"]
     cluster = one(docs, "RayCluster")

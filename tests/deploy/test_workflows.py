@@ -129,6 +129,7 @@ def test_ci_lints_and_runs_make_test_on_push_and_pull_request() -> None:
     jobs = workflow["jobs"]
     lint = [step["run"] for step in jobs["lint"]["steps"] if "run" in step]
     assert "make lint" in lint
+    assert "make lock-check" in lint  # requirements.lock and the constraints files are current
     test = jobs["test"]
     assert test["timeout-minutes"] <= 90
     commands = [step.get("run", "") for step in test["steps"]]

@@ -412,6 +412,77 @@ def test_compose_alertmanager_finds_its_secrets_where_the_config_names_them() ->
     assert mounts["/etc/visionops/monitoring/rules"] == MONITORING / "rules"
 
 
+# --- the secret files: nothing else reports a missing one before an alert is sent ------------
+
+CHECK_SECRETS = ROOT / "scripts" / "deploy" / "check-secrets.sh"
+
+
+def _check_secrets(*configs: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CHECK_SECRETS), *map(str, configs)], capture_output=True, text=True, timeout=30
+    )
+
+
+def _secret_files(config: Path) -> set[str]:
+    """The secret files a config names, read as YAML (the script reads them with sed)."""
+    found: set[str] = set()
+    pending = [_load(config)]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, list):
+            pending += node
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(value, str) and (key == "file" or key.endswith("_file")):
+                    found.add(value.removeprefix("./"))
+                else:
+                    pending.append(value)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (MONITORING / "alertmanager.yml", {"secrets/alerts_token", "secrets/slack_webhook_url"}),
+        (
+            COMPOSE_DIR / "docker-compose.yml",
+            {f"secrets/{name}" for name in ("postgres_password", "admin_password")}
+            | {f"secrets/{name}" for name in ("flask_secret_key", "alerts_token")}
+            | {"secrets/slack_webhook_url", "secrets/grafana_admin_password"},
+        ),
+    ],
+    ids=["alertmanager", "compose"],
+)
+def test_secrets_check_reports_each_missing_or_empty_file(
+    tmp_path: Path, config: Path, expected: set[str]
+) -> None:
+    assert _secret_files(config) == expected
+    copy = tmp_path / config.name
+    copy.write_text(config.read_text())
+    (tmp_path / "secrets").mkdir()
+    first, *others = sorted(expected)
+    (tmp_path / first).write_text("")  # empty: as useless as missing
+
+    result = _check_secrets(copy)
+    assert result.returncode == 1, result
+    assert f"{copy}: empty secret file {tmp_path / first}" in result.stderr
+    for name in others:
+        assert f"{copy}: missing secret file {tmp_path / name}" in result.stderr
+    assert f"{len(expected)} secret file(s) missing or empty" in result.stderr
+
+    for name in expected:
+        (tmp_path / name).write_text("not-a-real-secret\n")
+    result = _check_secrets(copy)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{copy}: all {len(expected)} secret files present\n"
+
+
+def test_secrets_check_is_documented_and_a_make_target() -> None:
+    assert "scripts/deploy/check-secrets.sh" in (ROOT / "Makefile").read_text()
+    for doc in (ROOT / "docs" / "monitoring.md", COMPOSE_DIR / "README.md"):
+        assert "secrets-check" in doc.read_text(), doc
+
+
 def test_the_setup_script_installs_the_monitoring_packages() -> None:
     script = (ROOT / "scripts" / "install-system-packages.sh").read_text()
     packages = re.search(r"PACKAGES=\((.*?)\)", script, re.DOTALL)
