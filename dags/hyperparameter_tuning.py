@@ -4,9 +4,12 @@
 
 ``visionops tune`` runs the sweep on Ray Tune (one MLflow parent run, a nested run per trial),
 registers the best completed trial as a new version of MODEL and points ``candidate`` at it,
-which schedules model_evaluation. The preset sets the recipe and the sweep size; the other
-params override it (null or empty: the preset's). ``ray_address`` joins an existing Ray
-cluster instead of starting Ray inside the task (docs/tuning.md, "Cluster mode").
+which schedules model_evaluation. When the best trial does not beat chance by
+``chance_margin`` (null: the preset's, 0.1) nothing is registered and the task ends skipped,
+the reason in its log, so model_evaluation does not run. The preset sets the recipe and the
+sweep size; the other params override it (null or empty: the preset's). ``ray_address``
+joins an existing Ray cluster instead of starting Ray inside the task (docs/tuning.md,
+"Cluster mode").
 
     airflow dags trigger hyperparameter_tuning -c '{"preset": "quick"}'
 """
@@ -35,6 +38,7 @@ with DAG(
         "search": Param("", enum=["", "optuna", "hyperopt", "random"]),
         "scheduler": Param("", enum=["", "asha", "hyperband", "fifo"]),
         "max_concurrent_trials": Param(None, type=["null", "integer"], minimum=1),
+        "chance_margin": Param(None, type=["null", "number"], minimum=0, exclusiveMaximum=1),
         "ray_address": Param("", type="string", description="empty: a Ray inside the task"),
         "model_name": Param("vision-classifier", type="string", minLength=1),
     },
@@ -61,6 +65,8 @@ with DAG(
             param("scheduler"),
             "--max-concurrent-trials",
             param("max_concurrent_trials"),
+            "--chance-margin",
+            param("chance_margin"),
             "--address",
             param("ray_address"),
             "--register-as",
@@ -72,4 +78,5 @@ with DAG(
         retries=1,
         execution_timeout=timedelta(hours=12),
         outlets=[CANDIDATE_ASSET],
+        skip_when="not_registered",  # the sweep's line saying why it registered nothing
     )

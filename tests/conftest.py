@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from visionops import env
 from visionops.config import TrainConfig, with_fields
+
+# Ray reads it once, when a test module first imports Ray: the tests' local Rays stay on
+# 127.0.0.1 as the CLI's do, whatever the caller's environment says.
+os.environ[env.RAY_ENABLE_CLUSTER.name] = "0"
 
 #: Folders whose tests start servers or several processes: marked ``integration`` as a whole,
 #: so ``make test-fast`` (``-m "not integration and not slow"``) leaves them out.

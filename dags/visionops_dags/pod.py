@@ -18,7 +18,7 @@ from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperato
 from kubernetes.client import models as k8s
 
 from visionops_dags import settings
-from visionops_dags.tasks import DropsEmptyOptions, Resources
+from visionops_dags.tasks import DropsEmptyOptions, Resources, skip_if_reported
 
 #: The optional Secret whose keys become every pod's environment.
 CREDENTIALS_SECRET = "visionops-tracking"
@@ -55,7 +55,15 @@ def pod_script(accept_exit_codes: Collection[int]) -> str:
 
 
 class VisionopsPod(DropsEmptyOptions, KubernetesPodOperator):
-    """A KubernetesPodOperator whose ``arguments`` lose the options that rendered empty."""
+    """A KubernetesPodOperator whose ``arguments`` lose the options that rendered empty, and
+    which ends skipped when its result's ``skip_when`` key holds a reason."""
+
+    def __init__(self, *, skip_when: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.skip_when = skip_when
+
+    def execute(self, context: Any) -> Any:
+        return skip_if_reported(super().execute(context), self.skip_when)
 
 
 def visionops_pod(
@@ -64,6 +72,7 @@ def visionops_pod(
     env: dict[str, str],
     resources: Resources,
     accept_exit_codes: Collection[int],
+    skip_when: str | None = None,
     **kwargs: Any,
 ) -> KubernetesPodOperator:
     """The pod task of ``visionops_task`` (see there for the arguments)."""
@@ -90,5 +99,6 @@ def visionops_pod(
         do_xcom_push=True,
         get_logs=True,
         on_finish_action="delete_pod",
+        skip_when=skip_when,
         **kwargs,
     )

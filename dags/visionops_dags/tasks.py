@@ -16,7 +16,9 @@ cluster  a ``KubernetesPodOperator`` runs ``visionops ARGUMENTS`` in the ``visio
 
 Either way the command's ``--json`` line, the last line of its standard output, becomes the
 task's XCom (a dict) for the tasks after it; the tracking URI reaches the command as
-``MLFLOW_TRACKING_URI``, never as a flag; and an option whose value renders empty (a param left
+``MLFLOW_TRACKING_URI``, never as a flag, with a short retry policy for MLflow's client
+(``RETRY_POLICY``: a task fails in seconds when the server is down, and Airflow retries it);
+and an option whose value renders empty (a param left
 at its "use the recipe's" default) is dropped, so the command falls back to its own default.
 """
 
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from visionops_dags import settings
 
@@ -45,6 +47,15 @@ EXIT_USER_ERROR = 2
 #: settings (connections and variables may hold secrets) and the worker interpreter's paths.
 _WORKER_ONLY_PREFIXES = ("AIRFLOW", "_AIRFLOW")
 _WORKER_ONLY_NAMES = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+#: visionops.env.SHORT_RETRY_POLICY, spelled out (this package runs in Airflow's virtualenv,
+#: without visionops; tests/dags checks the two agree). MLflow's own defaults retry a server
+#: that is down for about 4 minutes per call; Airflow's task retries are the slower loop. A
+#: variable set in the worker's environment (at parse time) wins.
+RETRY_POLICY = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,7 @@ def visionops_task(
     *,
     resources: Resources = Resources(),
     accept_exit_codes: Collection[int] = (0,),
+    skip_when: str | None = None,
     **kwargs: Any,
 ) -> BaseOperator:
     """The task that runs ``visionops ARGUMENTS`` (each templated) in the deployment mode.
@@ -98,20 +110,25 @@ def visionops_task(
         resources: the pod's requests in cluster mode (local mode runs on the worker as is).
         accept_exit_codes: exit codes that count as success, provided the command printed its
             JSON line (``visionops promote`` exits 1 for a rejection it has recorded).
+        skip_when: a key of the JSON result that, when it holds a reason, ends the task skipped
+            with that reason (``not_registered``: a sweep that registered nothing moves no
+            ``candidate``, so its outlets get no event).
         kwargs: BaseOperator arguments: retries, execution_timeout, trigger_rule, outlets ...
     """
     argv = [str(argument) for argument in arguments]
     env = {"MLFLOW_TRACKING_URI": settings.TRACKING_URI.template()}
+    env |= {name: os.environ.get(name) or value for name, value in RETRY_POLICY.items()}
     accepted = frozenset({0, *accept_exit_codes})
     if settings.deployment_mode() == settings.CLUSTER:
         from visionops_dags.pod import visionops_pod  # the Kubernetes client: cluster mode only
 
-        return visionops_pod(task_id, argv, env, resources, accepted, **kwargs)
+        return visionops_pod(task_id, argv, env, resources, accepted, skip_when, **kwargs)
     return VisionopsCommand(
         task_id=task_id,
         arguments=argv,
         env=env,
         accept_exit_codes=accepted,
+        skip_when=skip_when,
         **kwargs,
     )
 
@@ -141,9 +158,11 @@ class VisionopsCommand(DropsEmptyOptions, BaseOperator):
         executable: str = settings.EXECUTABLE.template(),
         cwd: str = settings.WORK_DIR.template(),
         accept_exit_codes: Collection[int] = (0,),
+        skip_when: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.skip_when = skip_when
         self.arguments = arguments
         self.env = dict(env)
         self.executable = executable
@@ -174,9 +193,10 @@ class VisionopsCommand(DropsEmptyOptions, BaseOperator):
             if line.strip():
                 last_line = line
         exit_code = self._process.wait()
-        return command_result(
+        result = command_result(
             f"visionops {self.arguments[0]}", exit_code, last_line, self.accept_exit_codes
         )
+        return skip_if_reported(result, self.skip_when)
 
     def on_kill(self) -> None:
         """Called on an execution timeout or when someone stops the task: end the command."""
@@ -221,6 +241,15 @@ def command_result(
             f"{command} refused its input (exit {exit_code}, not retried): see its error above"
         )
     raise AirflowException(f"{command} failed with exit code {exit_code}: see its output above")
+
+
+def skip_if_reported(result: dict[str, Any], key: str | None) -> dict[str, Any]:
+    """``result``, unless its ``key`` holds a reason: then the task ends skipped, with that
+    reason in its log (a skipped task emits no event for its outlets)."""
+    reason = result.get(key) if key else None
+    if reason:
+        raise AirflowSkipException(str(reason))
+    return result
 
 
 def _json_object(line: str) -> dict[str, Any] | None:

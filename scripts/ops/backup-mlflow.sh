@@ -14,7 +14,8 @@
 # NOT INCLUDED: artifacts (models, checkpoints, figures) live in the artifact store, S3 or
 # MinIO. Copy them separately, e.g.
 #   aws s3 sync s3://mlflow-artifacts backups/<stamp>/artifacts [--endpoint-url $MLFLOW_S3_ENDPOINT_URL]
-# (the manifest's "artifacts" section has the exact command for this server).
+# (the manifest's "artifacts" section has the exact command for this server: the store and
+# S3 endpoint `visionops server start` recorded in STATE_DIR/server.json, else the settings').
 #
 # Settings: the same variables as `visionops server start` (VISIONOPS_POSTGRES_URI,
 # VISIONOPS_TRACKING_DB, VISIONOPS_AUTH_DB, ...), from the environment or ./.env.
@@ -100,7 +101,14 @@ auth_revision=$REVISION auth_counts=$COUNTS
 
 mlflow_version=$("$PYTHON" -c 'import importlib.metadata as m; print(m.version("mlflow"))' \
     2>/dev/null || echo "unknown (no mlflow where the backup ran)")
-if [[ -n ${VISIONOPS_ARTIFACTS_DESTINATION:-} ]]; then
+# The store the server really uses: `visionops server start` records it (with the S3 endpoint,
+# e.g. its --local-s3-port) in the state folder; the settings only say what a start would use.
+s3_endpoint=${MLFLOW_S3_ENDPOINT_URL:-}
+server_record=$STATE_DIR/server.json
+if [[ -f $server_record ]]; then
+    artifacts=$("$PYTHON" "$MANIFEST_TOOL" record "$server_record" artifacts_destination)
+    s3_endpoint=$("$PYTHON" "$MANIFEST_TOOL" record "$server_record" s3_endpoint)
+elif [[ -n ${VISIONOPS_ARTIFACTS_DESTINATION:-} ]]; then
     artifacts=$VISIONOPS_ARTIFACTS_DESTINATION
 elif [[ -n ${MLFLOW_S3_ENDPOINT_URL:-} ]]; then
     artifacts=s3://mlflow-artifacts
@@ -116,7 +124,7 @@ fi
     --pg-dump-version "$(pg_dump --version)" \
     --mlflow-version "$mlflow_version" \
     --artifacts-destination "$artifacts" \
-    --s3-endpoint "${MLFLOW_S3_ENDPOINT_URL:-}" \
+    --s3-endpoint "$s3_endpoint" \
     --database tracking "$TRACKING_DB" tracking.dump \
     "$(sha256sum "$partial/tracking.dump" | cut -d' ' -f1)" "$tracking_revision" "$tracking_counts" \
     --database auth "$AUTH_DB" auth.dump \

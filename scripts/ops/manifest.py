@@ -7,6 +7,7 @@ Standard library only, so it runs with any python3 on the database host::
     python3 scripts/ops/manifest.py get MANIFEST mlflow_version
     python3 scripts/ops/manifest.py summary MANIFEST      # key tables' row counts
     python3 scripts/ops/manifest.py compare MANIFEST ROLE COUNTS_JSON
+    python3 scripts/ops/manifest.py record STATE_DIR/server.json artifacts_destination
 
 Errors go to stderr as one ``error: ...`` line with exit status 1.
 """
@@ -166,6 +167,15 @@ def compare(args: argparse.Namespace) -> None:
     print(f"{args.role}: {len(actual)} tables, {sum(actual.values())} rows, as in the backup")
 
 
+def record(args: argparse.Namespace) -> None:
+    """A value of the state record ``visionops server start`` writes (empty when null)."""
+    try:
+        value = json.loads(Path(args.record).read_text()).get(args.key)
+    except (OSError, ValueError, AttributeError) as error:
+        raise ManifestError(f"cannot read the server record {args.record}: {error}") from error
+    print("" if value is None else value)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     actions = parser.add_subparsers(dest="action", required=True)
@@ -204,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     comparer.add_argument("role", choices=ROLES)
     comparer.add_argument("counts")
     comparer.set_defaults(run=compare)
+    recorder = actions.add_parser("record")
+    recorder.add_argument("record", help="STATE_DIR/server.json")
+    recorder.add_argument("key")
+    recorder.set_defaults(run=record)
     args = parser.parse_args(argv)
     try:
         args.run(args)

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -64,6 +64,21 @@ def redact_url(url: str) -> str:
     user_info, _, host = parts.netloc.rpartition("@")
     user = user_info.partition(":")[0]
     return parts._replace(netloc=f"{user}:{REDACTED}@{host}").geturl()
+
+
+def split_url_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """``url`` without its user info, and the user name and password it held (None: not
+    given; a password shown as ``***`` by ``redact_url`` counts as not given).
+
+    Decoded as ``requests`` decodes them when it logs in with a URL's user info, so
+    ``p%40ss`` is the password ``p@ss``."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None, None
+    user_info, _, host = parts.netloc.rpartition("@")
+    user, has_password, password = user_info.partition(":")
+    shown = unquote(password) if has_password and password != REDACTED else None
+    return parts._replace(netloc=host).geturl(), unquote(user) or None, shown
 
 
 class DataConfig(_Section):
@@ -247,9 +262,13 @@ class DistillConfig(_Section):
 class TrackingConfig(_Section):
     """Where and how the run is recorded: MLflow, and its progress in a Pushgateway."""
 
+    # A password written into the URI is moved to MLflow's variables by the CLI before the
+    # config is built (visionops.cli.credentials), so trials, workers and resumed runs get it
+    # from their environment; marked, so one that is left is shown as *** wherever it is saved.
     tracking_uri: str | None = RunOption(
         None,
         description="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).",
+        url_credentials=True,
     )
     experiment: str | None = RunOption(
         None, description="MLflow experiment (default: MLFLOW_EXPERIMENT_NAME, else 'visionops')."
@@ -540,6 +559,31 @@ def _describe_validation_error(
         shown = value if isinstance(value, str) and value.strip() else repr(value)
         problems.append(f"{spec.flat}={shown}{where}: {message}")
     return "invalid configuration: " + "; ".join(problems)
+
+
+_Options = typing.TypeVar("_Options", bound=BaseModel)
+
+
+def model_from_flags(schema: type[_Options], values: Mapping[str, Any]) -> _Options:
+    """``schema`` validated from a command's flags (keys: field names, ``--field-name`` on the
+    command line), so that a flag's range lives in the schema alone (``Field(ge=1)``).
+
+    Raises:
+        ConfigError: one sentence naming the first bad flag, its value and what is accepted.
+    """
+    try:
+        return schema.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = str(first["msg"]).removeprefix("Value error, ")
+        message = message[:1].lower() + message[1:]
+        if not first["loc"]:
+            raise ConfigError(f"invalid options: {message}") from None
+        field = str(first["loc"][0])
+        value = values.get(field, first.get("input"))
+        shown = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+        shown = shown if shown.strip() else repr(shown)
+        raise ConfigError(f"--{field.replace('_', '-')} {shown}: {message}") from None
 
 
 def check_field(cfg: TrainConfig, flat: str, condition: bool, message: str) -> None:

@@ -112,6 +112,17 @@ PROMETHEUS_MULTIPROC_DIR = EnvVar(
     "PROMETHEUS_MULTIPROC_DIR", _text, None, "Metrics of a multi-process server."
 )
 
+# --- Ray's ----------------------------------------------------------------------------------
+#: Ray reads it once, when first imported; at 0 a Ray that the process starts itself (no
+#: --address) takes 127.0.0.1 for its node address, and its servers then listen on loopback.
+RAY_ENABLE_CLUSTER = EnvVar(
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
+    _text,
+    None,
+    "Ray's switch: 0 keeps a local Ray (no --address) on 127.0.0.1; the CLI sets it to 0 "
+    "unless set.",
+)
+
 # --- MLflow's variables that visionops reads too ---------------------------------------------
 MLFLOW_TRACKING_URI = EnvVar(
     "MLFLOW_TRACKING_URI", _text, None, "Tracking server or store (default sqlite:///mlflow.db)."
@@ -128,6 +139,48 @@ MLFLOW_EXPERIMENT_NAME = EnvVar(
 MLFLOW_EXPERIMENT_ID = EnvVar(
     "MLFLOW_EXPERIMENT_ID", _text, None, "Experiment of new runs, by id (after the name)."
 )
+
+# --- MLflow's client retries: long-running commands set them (set_short_retry_policy) ---------
+MLFLOW_HTTP_REQUEST_MAX_RETRIES = EnvVar(
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    int,
+    7,
+    "Retries of a failed request to the tracking server (MLflow's default 7 takes about 4 "
+    "minutes against a server that is down); `alerts receive`, `serve` and the DAG tasks "
+    "default it to 2.",
+)
+MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR = EnvVar(
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    int,
+    2,
+    "Seconds of the exponential backoff between retries (the 2nd waits 2x it, the 3rd 4x); "
+    "those commands default it to 1.",
+)
+MLFLOW_HTTP_REQUEST_TIMEOUT = EnvVar(
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    int,
+    120,
+    "Seconds one request to the tracking server may wait for an answer; those commands "
+    "default it to 20.",
+)
+
+#: What a process that must answer in seconds while the tracking server is down (the alert
+#: receiver, serve's reload loop, the DAG tasks, which Airflow retries anyway) asks of
+#: MLflow's client: a registry call fails within about 3 s against a closed port and within
+#: 3 x 20 s + 3 s against a server that accepts and never answers, instead of 4 minutes.
+SHORT_RETRY_POLICY: tuple[tuple[EnvVar[int], str], ...] = (
+    (MLFLOW_HTTP_REQUEST_MAX_RETRIES, "2"),
+    (MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, "1"),
+    (MLFLOW_HTTP_REQUEST_TIMEOUT, "20"),
+)
+
+
+def set_short_retry_policy() -> None:
+    """Set ``SHORT_RETRY_POLICY`` for this process and its children, each variable unless the
+    user set it. Call it at a command's start: MLflow reads these from the environment only."""
+    for var, value in SHORT_RETRY_POLICY:
+        var.set_default(value)
+
 
 # --- the team server's (visionops.server.settings reads the VISIONOPS_SERVER_* fields) --------
 ADMIN_PASSWORD_FILE = EnvVar(

@@ -75,10 +75,17 @@ SWEEP_TAG = "visionops.sweep"
 RECIPE_TAG = "visionops.recipe"
 BEST_RUN_ID_TAG = "visionops.best_run_id"
 BEST_TRIAL_TAG = "visionops.best_trial"
+#: The signal that interrupted the sweep (SIGINT, SIGTERM) while its run is KILLED; a resume
+#: removes it.
+SWEEP_INTERRUPTED_TAG = "visionops.sweep.interrupted"
+#: Why the best trial was not registered (it did not beat chance by the margin).
+SWEEP_NOT_REGISTERED_TAG = "visionops.sweep.not_registered"
 #: On a sweep's trial runs: where the trial ran, and whether a scheduler stopped it early.
 TRIAL_NODE_ID_TAG = "visionops.tune.node_id"
 TRIAL_NODE_IP_TAG = "visionops.tune.node_ip"
 TRIAL_STOPPED_EARLY_TAG = "visionops.tune.stopped_early"
+#: On the run of a trial a killed driver lost (the resumed sweep ran its configuration afresh).
+TRIAL_ABANDONED_TAG = "visionops.tune.abandoned"
 #: Per-alias records on registered models and versions (``<prefix><alias>.<field>``).
 PROMOTION_TAG_PREFIX = "visionops.promotion."
 ROLLBACK_TAG_PREFIX = "visionops.rollback."

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from dags_fixtures import Airflow
 
+from visionops import env as visionops_env
+
 pytestmark = pytest.mark.integration
 
 EXPECTED = {
@@ -110,7 +112,9 @@ def test_the_training_pod_runs_the_visionops_image_with_its_command_and_resource
         "limits": {"memory": "8Gi"},
     }
     env = {e["name"]: e["value"] for e in base["env"]}
-    assert env == {"MLFLOW_TRACKING_URI": "https://mlflow.example.com"}
+    # The short retry policy of visionops.env, spelled out in the DAGs (no visionops there).
+    retries = {var.name: value for var, value in visionops_env.SHORT_RETRY_POLICY}
+    assert env == {"MLFLOW_TRACKING_URI": "https://mlflow.example.com", **retries}
     assert base["envFrom"] == [{"secretRef": {"name": "visionops-tracking", "optional": True}}]
 
 

@@ -127,6 +127,26 @@ def test_hyperparameter_tuning_registers_the_best_trial_as_candidate(airflow: Ai
     assert len(trials) == 2
 
 
+def test_hyperparameter_tuning_skips_its_task_when_no_trial_beats_chance(
+    airflow: Airflow,
+) -> None:
+    conf = {
+        "preset": "quick",
+        "num_samples": 1,
+        "max_epochs": 1,
+        "search": "random",
+        "scheduler": "fifo",
+        "chance_margin": 0.95,  # no debug trial gets 95 points above chance in an epoch
+        "model_name": "pipeline-untuned",
+    }
+    result = airflow.dags_test("hyperparameter_tuning", conf)
+    output = result.stdout + result.stderr
+    # The command's one line, and the task skipped with it (so no candidate asset event).
+    assert "not registered: the best trial's val/accuracy" in output
+    assert "Skipping task" in output and "does not beat chance" in output
+    assert "pipeline-untuned" not in {m.name for m in client_of(airflow).search_registered_models()}
+
+
 class _Receiver(BaseHTTPRequestHandler):
     messages: ClassVar[list[dict[str, Any]]]  # each server's own list (see webhook)
 

@@ -7,9 +7,11 @@ exactly as a user would start it on a cluster node.
 Each node is a ``ray start --block`` process in a session of its own, with its own temp folder
 and free ports, and is stopped by signalling that process: ``ray stop`` would stop every Ray on
 the machine, other people's included. The cluster uses token authentication with a token of its
-own, because Ray on Linux binds its servers to every interface (a loopback ``--node-ip-address``
-is replaced by the host's address), and because an explicit ``RAY_AUTH_MODE`` keeps the test
-independent of whatever ``~/.ray/auth_token`` other local Ray sessions leave behind.
+own, because a Ray that takes other nodes binds its servers to every interface (a loopback
+``--node-ip-address`` is replaced by the host's address; only a Ray that never takes other
+nodes, as ``visionops tune`` starts without ``--address``, stays on loopback: see
+docs/tuning.md), and because an explicit ``RAY_AUTH_MODE`` keeps the test independent of
+whatever ``~/.ray/auth_token`` other local Ray sessions leave behind.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,7 @@ class AlertRegistry:
 def alert_registry(tmp_path_factory: pytest.TempPathFactory) -> AlertRegistry:
     root = tmp_path_factory.mktemp("alert-registry")
     (root / "model").mkdir()
+    (root / "model" / "MLmodel").write_text("flavors: {}\n")  # promote checks the files exist
     return AlertRegistry(f"sqlite:///{root / 'mlflow.db'}", str(root / "model"))
 
 
@@ -301,22 +304,22 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.integration
-def test_visionops_alerts_receive_rolls_back_over_http_and_stops_on_sigterm(
-    alert_registry: AlertRegistry, alerted_model: str, tmp_path: Path
-) -> None:
+@contextmanager
+def running_receiver(tracking_uri: str, folder: Path) -> Iterator[tuple[str, Path]]:
+    """The real ``visionops alerts receive`` on a free port, ready: its URL and its log. A
+    SIGTERM stops it at the end, and it must exit 0."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "receiver.log"
+    log = folder / "receiver.log"
     command = [sys.executable, "-m", "visionops", "alerts", "receive", "--port", str(port)]
-    command += ["--tracking-uri", alert_registry.uri]
+    command += ["--tracking-uri", tracking_uri]
     with log.open("wb") as sink:
         process = subprocess.Popen(
             command,
             stdout=sink,
             stderr=subprocess.STDOUT,
             env={**os.environ, "VISIONOPS_ALERTS_TOKEN": TOKEN},
-            cwd=tmp_path,
+            cwd=folder,
         )
     try:
         deadline = time.monotonic() + 60
@@ -328,6 +331,22 @@ def test_visionops_alerts_receive_rolls_back_over_http_and_stops_on_sigterm(
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
+        yield url, log
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert code == 0, log.read_text()
+
+
+@pytest.mark.integration
+def test_visionops_alerts_receive_rolls_back_over_http_and_stops_on_sigterm(
+    alert_registry: AlertRegistry, alerted_model: str, tmp_path: Path
+) -> None:
+    with running_receiver(alert_registry.uri, tmp_path) as (url, log):
         payload = notification(alert(alerted_model, "2"))
 
         assert httpx.post(f"{url}/alerts", json=payload).status_code == 401
@@ -337,14 +356,6 @@ def test_visionops_alerts_receive_rolls_back_over_http_and_stops_on_sigterm(
         assert response.status_code == 200, response.text
         assert response.json()["alerts"][0]["action"] == "rolled_back"
         assert alert_registry.holder(alerted_model) == "1"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
     output = log.read_text()
-    assert code == 0, output
     assert "rolled_back" in output  # every outcome is logged ...
     assert TOKEN not in output  # ... and the token never

@@ -26,7 +26,7 @@ def make_context(source: TrainedSource, workdir: Path, **options: object) -> Opt
     settings = {"methods": (), "calibration_images": 64, "finetune_epochs": 1, **options}
     return build_context(
         source.model_uri,
-        OptimizeOptions(**settings),  # type: ignore[arg-type]
+        OptimizeOptions.model_validate(settings),
         workdir,
         source.tracking_uri,
         experiment="optimize-tests",

@@ -101,7 +101,7 @@ def with_options(ctx: OptimizeContext, workdir: Path, **options: object) -> Opti
     other = dataclasses.replace(
         ctx,
         workdir=workdir,
-        options=dataclasses.replace(ctx.options, **options),  # type: ignore[arg-type]
+        options=ctx.options.model_validate({**ctx.options.model_dump(), **options}),
     )
     other.__dict__["fp32_onnx"] = ctx.fp32_onnx
     other.__dict__["calibration_images"] = ctx.calibration_images

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,10 @@ def test_optimize_json_is_the_last_line(
     ("extra", "message"),
     [
         (["--methods", "onnx,int9-magic"], "unknown optimization method 'int9-magic'; known:"),
-        (["--methods", "onnx", "--calibration-images", "4"], "--calibration-images 4 is too few"),
+        (
+            ["--methods", "onnx", "--calibration-images", "4"],
+            "--calibration-images 4: input should be greater than or equal to 32",
+        ),
         (["--methods", "onnx", "--calibration-images", "100000"], "more than the"),
     ],
 )
@@ -81,6 +85,35 @@ def test_optimize_bad_input_is_one_line(
     # One error line, last (MLflow may have drawn download progress bars before it).
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "accepted"),
+    [
+        ("--threads", "0", "greater than or equal to 1"),
+        ("--threads", "1,-2", "greater than or equal to 1"),
+        ("--threads", "1,two", "a valid integer, unable to parse string as an integer"),
+        ("--latency-runs", "0", "greater than or equal to 1"),
+        ("--finetune-epochs", "0", "greater than or equal to 1"),
+        ("--finetune-lr-fraction", "0.0", "greater than 0"),
+        ("--prune-ratio", "1.0", "less than 1"),
+        ("--select-for-latency-ms", "-5.0", "greater than 0"),
+    ],
+)
+def test_optimize_flags_out_of_range_stop_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, accepted: str
+) -> None:
+    # A closed port: any work at all (the server check first) would be another error.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    out = tmp_path / "out"
+    argv = ["optimize", "--model-uri", "models:/m/1", "--tracking-uri", closed]
+    code, stdout, err = _run(capsys, *argv, "--output-dir", str(out), flag, value)
+
+    assert code == 2
+    assert err.splitlines() == [f"error: {flag} {value}: input should be {accepted}"], err
+    assert stdout == "" and not out.exists()
 
 
 @pytest.mark.parametrize(

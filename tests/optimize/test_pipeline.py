@@ -29,7 +29,7 @@ def _options(**values: object) -> OptimizeOptions:
         "throughput_batches": 2,
         **values,
     }
-    return OptimizeOptions(**settings)  # type: ignore[arg-type]
+    return OptimizeOptions.model_validate(settings)
 
 
 def _source_metadata(trained_source: TrainedSource, tmp_path: Path) -> Model:

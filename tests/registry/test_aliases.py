@@ -1,6 +1,7 @@
 """``visionops alias show|set`` against a real (sqlite) MLflow registry.
 
-The versions are registered from an empty folder: setting and reading aliases loads nothing.
+The versions are registered from a folder holding only an ``MLmodel``: setting and reading
+aliases loads nothing, but an alias moves only to a version whose model files exist.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ MODEL = "aliased-clf"
 def store(tmp_path: Path) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "MLmodel").write_text("flavors: {}\n")
     client = MlflowClient(uri)
     client.create_registered_model(MODEL)
     for _ in range(3):
@@ -82,4 +84,21 @@ def test_set_refuses_production_missing_versions_and_bad_aliases(
     assert f"model '{MODEL}' has no version 9" in capsys.readouterr().err
     assert main([*base, "--alias", "v2", "--version", "1"]) == 2
     assert "reserved by MLflow" in capsys.readouterr().err
+    assert MlflowClient(store).get_registered_model(MODEL).aliases == {}
+
+
+def test_set_refuses_a_version_whose_model_files_are_gone(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emptied = tmp_path / "emptied"
+    emptied.mkdir()
+    version = MlflowClient(store).create_model_version(MODEL, str(emptied)).version
+    argv = ["alias", "set", "--model", MODEL, "--tracking-uri", store, "--alias", "candidate"]
+
+    assert main([*argv, "--version", str(version)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: version {version} of '{MODEL}' has no model files: no MLmodel at {emptied} in "
+        f"the artifact store of {store} (lost, e.g. with a local S3 that restarted, or never "
+        "uploaded); register the model again\n"
+    )
     assert MlflowClient(store).get_registered_model(MODEL).aliases == {}

@@ -53,8 +53,9 @@ class Store:
     def client(self) -> MlflowClient:
         return MlflowClient(self.uri)
 
-    def add_version(self, name: str, val_accuracy: float | None) -> str:
-        """A new version of ``name`` whose source run logged ``val_accuracy`` (None: nothing)."""
+    def add_version(self, name: str, val_accuracy: float | None, source: str | None = None) -> str:
+        """A new version of ``name`` whose source run logged ``val_accuracy`` (None: nothing),
+        of the trained model unless ``source`` names another."""
         client = self.client
         run_id = client.create_run(self.experiment_id).info.run_id
         if val_accuracy is not None:
@@ -64,7 +65,8 @@ class Store:
             client.create_registered_model(name)
         # MLflow resolves a models:/ source through the process's tracking URI alone.
         with process_tracking_uri(self.uri):
-            return str(client.create_model_version(name, self.source, run_id=run_id).version)
+            version = client.create_model_version(name, source or self.source, run_id=run_id)
+            return str(version.version)
 
     def aliases(self, name: str) -> dict[str, str]:
         return {a: str(v) for a, v in self.client.get_registered_model(name).aliases.items()}
@@ -206,6 +208,26 @@ def test_a_version_without_val_accuracy_needs_force_which_is_recorded(store: Sto
     assert tags[PROMOTION + "reason"] == f"forced past: version {version} has no val/accuracy"
     assert float(tags[PROMOTION + "latency_p95_ms"]) > 0  # the gate was still measured
     assert store.history(name)[-1]["reason"] == "promote (forced)"
+
+
+def test_a_version_whose_model_files_are_gone_takes_no_alias_even_forced(
+    store: Store, name, tmp_path
+) -> None:
+    holder = store.add_version(name, 0.80)
+    assert promote(name, holder, ALIAS, FAST, tracking_uri=store.uri).alias_moved
+    emptied = tmp_path / "emptied"
+    emptied.mkdir()
+    version = store.add_version(name, 0.90, source=str(emptied))
+    for force in (False, True):
+        with pytest.raises(RegistryError) as refused:
+            promote(name, version, ALIAS, FAST, force=force, tracking_uri=store.uri)
+        assert str(refused.value) == (
+            f"version {version} of {name!r} has no model files: no MLmodel at {emptied} in the "
+            f"artifact store of {store.uri} (lost, e.g. with a local S3 that restarted, or never "
+            "uploaded); register the model again"
+        )
+    assert store.aliases(name) == {ALIAS: holder}
+    assert not any(key.startswith("visionops.") for key in store.tags(name, version))
 
 
 def test_bad_requests_fail_before_anything_is_written(store: Store, name) -> None:

@@ -187,6 +187,7 @@ def test_manage_user_grants_read_to_a_third_user_with_the_cli(
         "mlflow_permission": "READ",
         "replaced": True,
         "resource_exists": True,
+        "model_created": False,
     }
     assert call(shared_stack, "GET", get, newcomer).status_code == 200
     assert log_metric(shared_stack, newcomer, run_id).status_code == 403
@@ -380,22 +381,41 @@ def test_grant_is_idempotent_and_accepts_ids_models_and_revoke(shared_stack, adm
     )
     assert create.status_code == 200
 
-    # Registered models are granted by name, also before the model exists.
+    # A model not registered yet is created by the grant, so that the grantee registering the
+    # first version (as mlflow.register_model does: create the model, then a version) keeps
+    # EDIT instead of becoming its manager by MLflow's creator rule.
     model = unique("vision-classifier")
-    code, out, _ = admin_cli([*base, "--model", model, "--permission", "MANAGE"], capsys)
+    code, out, _ = admin_cli([*base, "--model", model, "--permission", "EDIT"], capsys)
     assert code == 0
-    assert json.loads(out.splitlines()[-1])["resource_exists"] is False
-    assert "no model is registered under that name yet" in out
-    MlflowClient().create_registered_model(model)
-    assert auth.get_user_permission(user[0], "registered_model", model).permission == "MANAGE"
-    renamed = call(
+    payload = json.loads(out.splitlines()[-1])
+    assert (payload["resource_exists"], payload["model_created"]) == (False, True)
+    assert f"created the registered model {model!r} (no versions yet)" in out
+    model_api = f"{API}/registered-models"
+    created = call(shared_stack, "POST", f"{model_api}/create", user, json={"name": model})
+    assert created.json()["error_code"] == "RESOURCE_ALREADY_EXISTS"
+    version = call(
+        shared_stack,
+        "POST",
+        f"{API}/model-versions/create",
+        user,
+        json={
+            "name": model,
+            "source": f"{create.json()['run']['info']['artifact_uri']}/model",
+            "run_id": create.json()["run"]["info"]["run_id"],
+        },
+    )
+    assert version.status_code == 200, version.text
+    assert auth.get_user_permission(user[0], "registered_model", model).permission == "EDIT"
+    described = call(
         shared_stack,
         "PATCH",
-        f"{API}/registered-models/update",
+        f"{model_api}/update",
         user,
-        json={"name": model, "description": "by the MANAGE user"},
+        json={"name": model, "description": "by the EDIT user"},
     )
-    assert renamed.status_code == 200
+    assert described.status_code == 200
+    deleted = call(shared_stack, "DELETE", f"{model_api}/delete", user, json={"name": model})
+    assert deleted.status_code == 403
 
     # Revoking falls back to the server's default permission (READ); a second revoke is a no-op.
     revoke = ["revoke", "--user", user[0], "--experiment", name, "--json"]

@@ -41,8 +41,11 @@ def run_script(
         "VISIONOPS_SERVER_HOST": settings.host,
         "VISIONOPS_SERVER_PORT": str(settings.port),
         "VISIONOPS_SERVER_STATE_DIR": str(settings.state_dir),
-        "VISIONOPS_ARTIFACTS_DESTINATION": settings.artifacts_destination or "",
     }
+    # The artifact store comes from what the server recorded in its state folder, as for a
+    # `server start --local-s3-port` server, whose settings name no store at all.
+    for name in ("VISIONOPS_ARTIFACTS_DESTINATION", "MLFLOW_S3_ENDPOINT_URL"):
+        env.pop(name, None)
     return subprocess.run(
         [str(REPO / "scripts" / "ops" / script), *args],
         env=env,
@@ -236,7 +239,15 @@ def test_backup_and_restore_bring_back_everything(
     assert manifest["source"]["host"] == "127.0.0.1"
     assert manifest["artifacts"]["included"] is False
     assert manifest["artifacts"]["destination"] == stack.settings.artifacts_destination
-    assert "aws s3 sync" in manifest["artifacts"]["backup_command"]
+    # The command copies the store that holds this run's files: that bucket, at that endpoint.
+    copy = manifest["artifacts"]["backup_command"].split()
+    assert copy == [
+        *("aws", "s3", "sync", "--endpoint-url", stack.s3_endpoint),
+        *(stack.settings.artifacts_destination, "BACKUP_DIR/artifacts"),
+    ]
+    bucket, prefix = copy[5].removeprefix("s3://").split("/", 1)
+    listed = stack.s3_client().list_objects_v2(Bucket=bucket, Prefix=prefix)
+    assert listed["KeyCount"] == objects_before > 0
     assert "not included" in result.stdout
 
     # Replacing the databases of a server that still runs is refused, even with --yes.

@@ -4,6 +4,7 @@ loaded for the latency check through the server's artifact proxy from S3)."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import mlflow
 import pytest
@@ -84,3 +85,45 @@ def test_promote_and_rollback_through_the_team_server(
     demoted = client.get_model_version(MODEL, "2").tags
     assert demoted["visionops.rollback.production.demoted_by"] == "registry-editor"
     assert demoted["visionops.rollback.production.replaced_by"] == "1"
+
+
+def test_versions_whose_files_were_lost_take_no_alias(
+    shared_stack, as_user, tmp_path, capsys
+) -> None:
+    """A moto S3 keeps nothing across a restart, and the registry still lists the version,
+    READY: neither `alias set` nor `promote` may point an alias at it. (The loss is made by
+    deleting the version's objects: a restart of the shared S3 would take other tests' too.)"""
+    as_user(shared_stack, *shared_stack.admin_auth)
+    client = mlflow.MlflowClient(tracking_uri=shared_stack.url, registry_uri=shared_stack.url)
+    model = f"lost-model-{uuid.uuid4().hex[:8]}"
+    run = client.create_run(client.create_experiment(model))
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "MLmodel").write_text("flavors: {}\n")
+    client.log_artifacts(run.info.run_id, str(model_dir), "model")
+    client.log_metric(run.info.run_id, names.VAL_ACCURACY, 0.9)
+    client.create_registered_model(model)
+    client.create_model_version(model, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    base = ["--model", model, "--version", "1"]
+    assert main(["alias", "set", *base, "--alias", "candidate"]) == 0
+
+    s3 = shared_stack.s3_client()
+    listed = s3.list_objects_v2(Bucket=shared_stack.bucket)["Contents"]
+    lost = [{"Key": o["Key"]} for o in listed if f"/{run.info.run_id}/" in o["Key"]]
+    assert lost
+    s3.delete_objects(Bucket=shared_stack.bucket, Delete={"Objects": lost})
+    capsys.readouterr()
+
+    location = client.get_model_version_download_uri(model, "1")
+    refusal = (
+        f"error: version 1 of {model!r} has no model files: no MLmodel at {location} in the "
+        f"artifact store of {shared_stack.url} (lost, e.g. with a local S3 that restarted, or "
+        "never uploaded); register the model again\n"
+    )
+    for argv in (
+        ["alias", "set", *base, "--alias", "staging"],
+        ["promote", *base, "--alias", "production", "--latency-budget-ms", "10000"],
+    ):
+        assert main(argv) == 2
+        assert capsys.readouterr().err == refusal
+    assert client.get_registered_model(model).aliases == {"candidate": "1"}

@@ -96,8 +96,8 @@ def team(shared_stack: Any) -> Iterator[Team]:
         admin.grant(reader[0], admin.experiment(experiment), "READ")
         model = unique("errors-model")
         client.create_registered_model(model)
-        # The version's source holds no model: promote --force gets past the latency gate to
-        # the first write, which the reader may not make.
+        # The version's source holds no model and its run no val/accuracy: the permission is
+        # checked before either, so the reader hears about that first.
         run = client.create_run(experiment_id)
         client.create_model_version(model, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
     finally:
@@ -176,7 +176,7 @@ def test_a_reader_training_into_the_experiment_is_refused_edit(
     assert outcome.error_line == (
         f"error: the tracking server at {team.url} refused user {team.reader[0]!r} permission "
         "for runs/create (HTTP 403); it needs EDIT on the experiment: ask an admin to run "
-        f"`visionops admin grant --user {team.reader[0]} --experiment EXPERIMENT "
+        f"`visionops admin grant --user {team.reader[0]} --experiment {team.experiment} "
         "--permission EDIT`"
     )
     admin_client = _admin_client(team, monkeypatch)
@@ -189,14 +189,14 @@ def test_a_reader_promoting_a_model_is_refused_edit(
     team: Team, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     argv = ["promote", "--model", team.model, "--version", "1", "--alias", "production"]
-    outcome = visionops([*argv, "--force"], team.url, *team.reader, tmp_path)
+    outcome = visionops(argv, team.url, *team.reader, tmp_path)
 
     assert outcome.code == EXIT_USER_ERROR, outcome.stderr
     assert outcome.error_line == (
         f"error: cannot promote version 1 of {team.model!r} to 'production': the tracking server "
-        f"at {team.url} refused user {team.reader[0]!r} permission for model-versions/set-tag "
+        f"at {team.url} refused user {team.reader[0]!r} permission for model-versions/update "
         "(HTTP 403); it needs EDIT on the registered model: ask an admin to run `visionops admin "
-        f"grant --user {team.reader[0]} --model MODEL --permission EDIT`"
+        f"grant --user {team.reader[0]} --model {team.model} --permission EDIT`"
     )
     assert _admin_client(team, monkeypatch).get_registered_model(team.model).aliases == {}
 
@@ -212,7 +212,7 @@ def test_a_reader_granting_is_refused_manage(team: Team, tmp_path: Path) -> None
         f": the tracking server at {team.url} refused user {team.reader[0]!r} permission for "
         "users/permissions/grant (HTTP 403); it needs MANAGE on the experiment or registered "
         f"model: ask an admin to run `visionops admin grant --user {team.reader[0]} "
-        "{--experiment EXPERIMENT | --model MODEL} --permission MANAGE`"
+        f"--experiment {team.experiment} --permission MANAGE`"
     )
 
 

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -16,6 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 from mlflow.tracking import MlflowClient
 
+from visionops.cli import main
 from visionops.tracking import connection
 from visionops.tracking.connection import (
     TrackingServerError,
@@ -210,6 +212,51 @@ def test_a_refused_registry_change_asks_for_edit_on_the_model(stub: _Stub) -> No
     assert "permission for model-versions/set-tag (HTTP 403)" in message
     assert (
         "EDIT on the registered model" in message and "--model MODEL --permission EDIT" in message
+    )
+
+
+def test_a_refusal_names_the_experiment_and_the_model_when_they_are_known(stub: _Stub) -> None:
+    stub.post_status = 403
+    run = _mlflow_error(lambda: MlflowClient(stub.url).create_run("1"))
+    tag = _mlflow_error(
+        lambda: MlflowClient(stub.url, registry_uri=stub.url).set_model_version_tag(
+            "clf", "2", "stage", "production"
+        )
+    )
+    names = {"experiment": "cats & dogs", "model": "clf"}
+
+    assert str(tracking_error(run, stub.url, **names)).endswith(
+        "`visionops admin grant --user alice --experiment 'cats & dogs' --permission EDIT`"
+    )
+    assert str(tracking_error(tag, stub.url, **names)).endswith(
+        "`visionops admin grant --user alice --model clf --permission EDIT`"
+    )
+    grant = MlflowException(
+        "API request to endpoint /api/2.0/mlflow/users/permissions/grant failed with error "
+        "code 403 != 200",
+        error_code=PERMISSION_DENIED,
+    )
+    assert str(tracking_error(grant, stub.url, model="clf")).endswith(
+        "--model clf --permission MANAGE`"
+    )
+    # Both known: which of them the grant is about is not.
+    assert "{--experiment EXPERIMENT | --model MODEL}" in str(
+        tracking_error(grant, stub.url, **names)
+    )
+
+
+def test_a_command_refused_a_permission_names_its_experiment(
+    stub: _Stub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stub.post_status = 403  # the login probe (a GET) passes; creating the run does not
+    argv = ["train", "--recipe", "debug", "--experiment", "cats & dogs", "--register-as", "clf"]
+    argv += ["--tracking-uri", stub.url, "--output-dir", str(tmp_path / "outputs")]
+
+    assert main(argv) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: the tracking server at {stub.url} refused user 'alice' permission for "
+        "runs/create (HTTP 403); it needs EDIT on the experiment: ask an admin to run "
+        "`visionops admin grant --user alice --experiment 'cats & dogs' --permission EDIT`"
     )
 
 

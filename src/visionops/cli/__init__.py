@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -44,8 +46,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from visionops import env
 
     env.MLFLOW_ARTIFACTS_PROGRESS_BAR.set_default("false")
+    # Before anything imports Ray, which reads it then: a local Ray stays on 127.0.0.1.
+    env.RAY_ENABLE_CLUSTER.set_default("0")
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("visionops").setLevel(logging.INFO)
+    from visionops.cli.credentials import move_command_credentials
+
+    # Before anything reads a tracking URI: from here on none holds a password.
+    move_command_credentials(args, os.environ)
     from visionops.cli.commands import COMMANDS
 
     try:
@@ -84,5 +92,21 @@ def _tracking_refusal(error: Exception, args: argparse.Namespace) -> Exception |
     # file or VISIONOPS_TRACKING_URI, which only the command resolves).
     server = getattr(args, "tracking_server", None)
     return tracking_error(
-        error, server or command_tracking_uri(getattr(args, "tracking_uri", None))
+        error,
+        server or command_tracking_uri(getattr(args, "tracking_uri", None)),
+        experiment=getattr(args, "experiment", None),
+        model=_registered_model(args),
     )
+
+
+def _registered_model(args: argparse.Namespace) -> str | None:
+    """The registered model a command's flags name, if any (for a 403's grant hint)."""
+    # train's --model is an architecture: a command that registers says so with --register-as.
+    if hasattr(args, "register_as"):
+        return args.register_as or None
+    model = getattr(args, "model", None)
+    if model:
+        return str(model)
+    uri = str(getattr(args, "model_uri", None) or "")
+    name = re.match(r"models:/([^/@]+)", uri)
+    return name.group(1) if name else None

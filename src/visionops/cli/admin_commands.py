@@ -46,7 +46,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         help="give a user a permission on an experiment or a registered model",
         description="READ: see runs and models. EDIT: also log runs, update. MANAGE: also "
         "delete and grant to others. NO_PERMISSIONS: cannot even read (stored as MLflow's "
-        "DENY). Granting again replaces the earlier grant.",
+        "DENY). Granting again replaces the earlier grant. A --model that is not registered "
+        "yet is created, empty: MLflow makes whoever creates a model its manager.",
     )
     grant.add_argument("--permission", required=True, type=str.upper, choices=PERMISSIONS)
     _add_target(grant)
@@ -112,6 +113,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
         mlflow_permission=result.mlflow_permission,
         replaced=result.replaced,
         resource_exists=resource.exists,
+        model_created=result.created,
     )
     stored = (
         f" (stored as {result.mlflow_permission})"
@@ -122,9 +124,10 @@ def cmd_admin(args: argparse.Namespace) -> int:
         f"{args.user!r} has {result.permission}{stored} on {resource.label}"
         + (" (replacing the earlier grant)" if result.replaced else "")
     ]
-    if not resource.exists:
+    if result.created:
         lines.append(
-            "note: no model is registered under that name yet; the grant applies once one is"
+            f"created the {resource.label} (no versions yet), so that the grant keeps its level: "
+            "MLflow gives MANAGE to whoever creates a model"
         )
     emit(lines, payload, args.json)
     return 0

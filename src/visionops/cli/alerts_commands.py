@@ -47,9 +47,11 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
+    from visionops import env
     from visionops.tracking.connection import check_command_server
 
     token = _token(args.token_file)  # before anything else: no token, no server
+    env.set_short_retry_policy()  # a notification is answered in seconds, server down or not
     args.tracking_server = check_command_server(args.tracking_uri)
     from visionops.monitoring.alerts import AlertRollback
     from visionops.monitoring.receiver import serve_receiver

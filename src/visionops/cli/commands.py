@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -43,11 +44,13 @@ def train_config(args: argparse.Namespace, environ: dict[str, str] | None = None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from visionops.cli.credentials import config_without_credentials
     from visionops.tracking.connection import check_command_server
     from visionops.training.checks import check_names
 
-    cfg = train_config(args)  # checked here, before a launcher starts any worker
-    check_names(cfg)
+    # A password in an overrides file's or an old saved run's URI goes the flag's way.
+    cfg = config_without_credentials(train_config(args), os.environ)
+    check_names(cfg)  # checked here, before a launcher starts any worker
 
     args.tracking_server = check_command_server(cfg.tracking.tracking_uri)
     launched = launch_requested(args, cfg)

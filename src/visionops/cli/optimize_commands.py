@@ -140,31 +140,19 @@ def _data_overrides(args: argparse.Namespace) -> list[Any]:
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
-    from visionops.errors import ConfigError
+    from visionops.config import model_from_flags
     from visionops.optimize.options import OptimizeOptions
     from visionops.optimize.pipeline import check_methods, optimize_model
     from visionops.tracking.connection import check_command_server
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     check_methods(methods)
-    extra: dict[str, Any] = {}
-    if args.threads:
-        try:
-            extra["threads"] = tuple(sorted({int(t) for t in args.threads.split(",")}))
-        except ValueError:
-            raise ConfigError(f"--threads {args.threads!r}: give thread counts, e.g. 1,2") from None
-    options = OptimizeOptions(
-        methods=methods,
-        calibration_images=args.calibration_images,
-        calibration_method=args.calibration_method,
-        finetune_epochs=args.finetune_epochs,
-        finetune_lr_fraction=args.finetune_lr_fraction,
-        prune_ratio=args.prune_ratio,
-        opset=args.opset,
-        select_for_latency_ms=args.select_for_latency_ms,
-        latency_runs=args.latency_runs,
-        **extra,
-    )
+    # Every range is checked by the schema, here, before the server or a model is touched.
+    values = {name: getattr(args, name, None) for name in OptimizeOptions.model_fields}
+    values = {name: value for name, value in values.items() if value is not None}
+    if args.threads is not None:
+        values["threads"] = [t.strip() for t in args.threads.split(",")]
+    options = model_from_flags(OptimizeOptions, {**values, "methods": methods})
     args.tracking_server = check_command_server(args.tracking_uri)
     result = optimize_model(
         args.model_uri,

@@ -46,10 +46,12 @@ def _value_type(annotation: Any) -> Any:
 def cmd_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from visionops import env
     from visionops.errors import ConfigError
     from visionops.serving.model import resolve_alias
     from visionops.serving.server import serve
     from visionops.serving.settings import ServeConfig
+    from visionops.tracking.connection import check_command_server
 
     values = {name: getattr(args, name) for name in ServeConfig.model_fields}
     try:
@@ -60,6 +62,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if first["loc"]:
             message = f"--{str(first['loc'][0]).replace('_', '-')}: {message}"
         raise ConfigError(f"invalid serve option: {message}") from exc
+    # The reload loop (in every worker: they inherit it) notices a tracking server that is
+    # down within seconds and keeps serving, rather than spending minutes in MLflow's retries.
+    env.set_short_retry_policy()
+    # One line for a server that is down or refuses the login, not "has no alias".
+    args.tracking_server = check_command_server(config.tracking_uri)
     if config.alias is not None:  # fail fast, before the server starts, on a missing alias
         resolve_alias(config.model_name, config.alias, config.tracking_uri)
     serve(config)

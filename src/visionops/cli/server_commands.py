@@ -42,7 +42,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     settings = ServerSettings.from_env()
     if args.server_command == "status":
         server = stack_status(settings)
-        state = f"running, pid {server.pid}" if server else "stopped"
+        state = f"running, process group {server.pid}" if server else "stopped"
         payload: dict[str, Any] = {
             "url": settings.url,
             "pid": server.pid if server else None,
@@ -53,10 +53,11 @@ def cmd_server(args: argparse.Namespace) -> int:
     if args.server_command == "stop":
         pid = stop_stack(settings)
         if pid is None:
-            line = f"no server started from {settings.state_dir} is running"
+            line = f"no server started from {settings.state_dir} or answering at {settings.url}"
             emit([line], {"stopped": False}, args.json)
         else:
-            emit([f"stopped the server (pid {pid})"], {"stopped": True, "pid": pid}, args.json)
+            line = f"stopped the server (process group {pid})"
+            emit([line], {"stopped": True, "pid": pid}, args.json)
         return 0
 
     stack = start_stack(settings, detach=args.detach, local_s3_port=args.local_s3_port)

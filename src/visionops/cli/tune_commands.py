@@ -9,6 +9,7 @@ visionops tune --resume tune-results/sweep-20260101-120000
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         help="search hyperparameters with Ray Tune (nested MLflow runs, best model registered)",
         description="Run a sweep: each trial is `visionops train` with sampled values, tracked "
         "as a child of one MLflow parent run; the best completed trial's model is registered "
-        "with alias 'candidate'. A preset sets the recipe and the sweep size; flags override it.",
+        "with alias 'candidate' if it beats chance by --chance-margin. Ctrl-C or SIGTERM stops "
+        "the sweep for --resume, registering nothing (exit 130 or 143). A preset sets the "
+        "recipe and the sweep size; flags override it.",
     )
     tune.add_argument(
         "--preset",
@@ -89,20 +92,35 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="registered model of the best trial (default: the recipe's, else visionops-tuned)",
     )
+    tune.add_argument(
+        "--chance-margin",
+        type=float,
+        metavar="F",
+        help="register the best trial only if its val/accuracy beats chance (1/classes) by F "
+        "(default: the preset's, 0.1)",
+    )
     tune.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
     add_json_flag(tune)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from visionops.tracking.connection import check_command_server
+    from visionops.tuning.interrupt import SweepInterrupted
 
+    # Flags first: a bad one costs no server round trip, no Ray and no run.
+    options = sweep_options(args) if args.resume is None else None
     args.tracking_server = check_command_server(args.tracking_uri, config_env=True)
     from visionops.tuning.sweep import resume_sweep, run_sweep
 
-    if args.resume is not None:
-        result = resume_sweep(args.resume, address=args.address)
-    else:
-        result = run_sweep(sweep_options(args))
+    try:
+        if options is None:
+            result = resume_sweep(args.resume, address=args.address)
+        else:
+            result = run_sweep(options)
+    except SweepInterrupted as stop:
+        print(stop, file=sys.stderr)
+        return stop.exit_code
+    registered = result.registered_version is not None
     payload: dict[str, Any] = {
         "best_config": result.best_config,
         "best_metric": result.best_metric,
@@ -112,7 +130,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
             "name": result.registered_model,
             "version": result.registered_version,
             "alias": names.CANDIDATE_ALIAS,
-        },
+        }
+        if registered
+        else None,
+        "registration": result.registration,
+        "not_registered": None if registered else result.registration,
         "parent_run_id": result.parent_run_id,
         "best_run_id": result.best_run_id,
         "sweep_dir": str(result.sweep_dir),
@@ -129,7 +151,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         f"best {names.VAL_ACCURACY}: {result.best_metric:.4f} (run {result.best_run_id})",
         *(f"  {name} = {value}" for name, value in (result.best_config or {}).items()),
         f"registered:   {result.registered_model} version {result.registered_version} "
-        f"(alias {names.CANDIDATE_ALIAS})",
+        f"(alias {names.CANDIDATE_ALIAS}): {result.registration}"
+        if registered
+        else f"not registered: {result.registration}; {names.CANDIDATE_ALIAS} is unchanged",
         f"model uri:    {result.model_uri}",
         f"sweep folder: {result.sweep_dir} (resume: visionops tune --resume {result.sweep_dir})",
         f"MLflow UI:    {mlflow_ui_hint(args.tracking_server)}",
@@ -141,7 +165,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def sweep_options(args: argparse.Namespace) -> Any:
     """SweepOptions from the preset, the recipe, VISIONOPS_* variables and the flags."""
     from visionops.cli.parser import config_overrides
-    from visionops.config import resolve_config
+    from visionops.config import model_from_flags, resolve_config
     from visionops.recipes import get_recipe
     from visionops.tuning.presets import get_preset
     from visionops.tuning.space import create_search_space
@@ -151,24 +175,33 @@ def sweep_options(args: argparse.Namespace) -> Any:
     recipe = args.recipe or preset.recipe
     # VISIONOPS_* variables, then the config flags tune has (--dataset, --data-dir, ...).
     base = resolve_config(get_recipe(recipe), config_overrides(args))
-    return SweepOptions(
-        base=base,
-        space=create_search_space(recipe, args.space),
-        recipe=recipe,
-        search=args.search or preset.search,
-        scheduler=args.scheduler or preset.scheduler,
-        num_samples=args.num_samples or preset.num_samples,
-        max_epochs=args.max_epochs or preset.max_epochs,
-        grace_period=preset.grace_period,
-        reduction_factor=preset.reduction_factor,
-        cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
-        max_concurrent_trials=args.max_concurrent_trials,
-        max_failures=args.max_failures,
-        address=args.address,
-        storage_path=args.storage_path,
-        name=args.name,
-        register_as=args.register_as,
+
+    def flag_or_preset(flag: Any, preset_value: Any) -> Any:
+        return preset_value if flag is None else flag  # 0 is a value, for the schema to judge
+
+    # The schema checks every numeric flag's range (SweepOptions' Field constraints).
+    return model_from_flags(
+        SweepOptions,
+        {
+            "base": base,
+            "space": create_search_space(recipe, args.space),
+            "recipe": recipe,
+            "search": args.search or preset.search,
+            "scheduler": args.scheduler or preset.scheduler,
+            "num_samples": flag_or_preset(args.num_samples, preset.num_samples),
+            "max_epochs": flag_or_preset(args.max_epochs, preset.max_epochs),
+            "grace_period": preset.grace_period,
+            "reduction_factor": preset.reduction_factor,
+            "chance_margin": flag_or_preset(args.chance_margin, preset.chance_margin),
+            "cpus_per_trial": args.cpus_per_trial,
+            "gpus_per_trial": args.gpus_per_trial,
+            "max_concurrent_trials": args.max_concurrent_trials,
+            "max_failures": args.max_failures,
+            "address": args.address,
+            "storage_path": args.storage_path,
+            "name": args.name,
+            "register_as": args.register_as,
+        },
     )
 
 

@@ -15,12 +15,19 @@ Settings reach those processes in two ways, and secrets only by the first:
   dashboard, so nothing else goes there: no password, token or key, and never the team
   server's admin password.
 
+A local Ray registers its node as 127.0.0.1 and listens on loopback only when
+``env.RAY_ENABLE_CLUSTER`` is 0 before Ray is first imported (the CLI sets it), and a reaper
+(``visionops.distributed.reaper``) ends all of its processes if this one is killed.
+
     with ray_session(address=None, num_cpus=None):   # a local Ray with all CPUs
         ...
 """
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +36,11 @@ from typing import Any
 from visionops import env
 from visionops.config import TrainConfig
 from visionops.tracking.client import resolve_tracking_uri
+
+logger = logging.getLogger(__name__)
+
+#: The node address of a local Ray (see ``env.RAY_ENABLE_CLUSTER``).
+LOOPBACK = "127.0.0.1"
 
 #: What Ray's worker processes are sent from this process's environment (when set): where to
 #: track and store artifacts, and how to show progress. Credentials are not among them.
@@ -65,22 +77,59 @@ def ray_session(
 ) -> Iterator[None]:
     """Connect to ``address`` (or start a local Ray) unless this process already has one;
     shut down only what was started here. See the module docstring for what reaches the
-    workers."""
+    workers, and ``_local_ray`` for a local Ray's."""
     import ray
 
     if ray.is_initialized():
         yield
         return
-    ray.init(
-        address=address,
-        num_cpus=None if address else num_cpus,
-        include_dashboard=False,
-        runtime_env=worker_runtime_env(setup_hook),
-    )
+    if address is None:
+        with _local_ray(num_cpus, worker_runtime_env(setup_hook)):
+            yield
+        return
+    ray.init(address=address, include_dashboard=False, runtime_env=worker_runtime_env(setup_hook))
     try:
         yield
     finally:
         ray.shutdown()
+
+
+@contextmanager
+def _local_ray(num_cpus: int | None, runtime_env: dict[str, Any]) -> Iterator[None]:
+    """``ray.init()`` of a local Ray, on loopback where this process allows it, with a reaper
+    (``visionops.distributed.reaper``) that ends all of its processes should this one die."""
+    import psutil
+    import ray
+
+    this = psutil.Process()
+    before = {child.pid for child in this.children()}
+    ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env)
+    # ray.init started these (GCS, raylet, monitors); the raylet then starts agents and workers.
+    started = [str(child.pid) for child in this.children() if child.pid not in before]
+    reaper = subprocess.Popen(
+        [sys.executable, "-m", "visionops.distributed.reaper", str(this.pid), *started],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,  # out of reach of a signal to this process's group
+    )
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip != LOOPBACK:
+        logger.warning(
+            "the local Ray took %s for its node address, not %s, and listens beyond this "
+            "machine: set %s=0 before Ray is first imported (the visionops command does)",
+            node_ip,
+            LOOPBACK,
+            env.RAY_ENABLE_CLUSTER.name,
+        )
+    try:
+        yield
+    finally:
+        try:
+            ray.shutdown()
+        finally:
+            assert reaper.stdin is not None
+            reaper.stdin.close()  # the reaper then ends whatever ray.shutdown() left running
+            reaper.wait()
 
 
 def absolute_tracking_uri(cfg: TrainConfig) -> str:

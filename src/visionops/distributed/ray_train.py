@@ -31,6 +31,7 @@ from visionops.distributed.cluster import absolute_tracking_uri, ray_session
 from visionops.distributed.launch import DistributedJobFailed
 from visionops.distributed.ray_logging import SETUP_HOOK
 from visionops.errors import ConfigError, VisionOpsError
+from visionops.tracking.client import uri_for_workers
 from visionops.training import EpochEnd, TrainResult, train
 from visionops.training.checkpoint_bundle import (
     epoch_report,
@@ -169,7 +170,8 @@ def _train_worker(config: dict[str, Any]) -> TrainResult | None:
 def _portable(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with absolute paths and tracking URI: Ray runs the workers in other folders."""
     fields: dict[str, Any] = {
-        "tracking_uri": absolute_tracking_uri(cfg),
+        # Ray keeps the workers' config (train_loop_config): credentials go by environment.
+        "tracking_uri": uri_for_workers(absolute_tracking_uri(cfg)),
         "output_dir": str(cfg.checkpoint.output_dir.expanduser().resolve()),
         "data_dir": str(cfg.data.data_dir.expanduser().resolve()),
     }

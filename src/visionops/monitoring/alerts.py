@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -99,44 +100,73 @@ class AlertOutcome:
 
 
 class AlertRollback:
-    """Rolls ``alias`` back for the alerts that ask it, one notification at a time.
+    """Rolls ``alias`` back for the alerts that ask it.
 
     Two deliveries of one alert at once (a retry overtaking a slow answer, or the peers of an
-    Alertmanager cluster each delivering) must roll back once: under the lock the second finds
-    that the version no longer holds the alias.
+    Alertmanager cluster each delivering) must roll back once: a lock per registered model
+    serialises them, and under it the second finds that the version no longer holds the alias.
+    Alerts about other models, and alerts that ask for nothing, never wait behind it.
     """
 
     def __init__(self, alias: str = names.PRODUCTION_ALIAS, tracking_uri: str | None = None):
         check_alias(alias)
         self.alias = alias
         self.tracking_uri = tracking_uri
-        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
-    def handle(self, notification: Notification) -> list[AlertOutcome]:
-        with self._lock:
-            outcomes = [self._handle(alert) for alert in notification.alerts]
+    def handle(
+        self, notification: Notification, deadline: float | None = None
+    ) -> list[AlertOutcome]:
+        """What each alert of ``notification`` did.
+
+        Args:
+            deadline: a ``time.monotonic()`` past which no alert starts registry work (it
+                fails instead, and Alertmanager retries it), nor waits for another delivery's.
+        """
+        outcomes = [self._handle_in_time(alert, deadline) for alert in notification.alerts]
         for o in outcomes:
             level = logging.WARNING if o.action == "failed" else logging.INFO
             logger.log(level, "alert %s %s: %s: %s", o.alertname, o.fingerprint, o.action, o.reason)
         return outcomes
 
-    def _handle(self, alert: Alert) -> AlertOutcome:
-        alias = self.alias
-        name = alert.labels.get(names.ALERT_MODEL_NAME_LABEL)
-        version = alert.labels.get(names.ALERT_MODEL_VERSION_LABEL)
-
-        def outcome(action: Action, reason: str, restored: str | None = None) -> AlertOutcome:
-            return AlertOutcome(
-                alert.name, alert.fingerprint, action, reason, name, version, restored
-            )
-
+    def _handle_in_time(self, alert: Alert, deadline: float | None) -> AlertOutcome:
         reason = _not_a_request(alert)
         if reason is not None:
-            return outcome("ignored", reason)
-        assert name is not None and version is not None
+            return _outcome(alert, "ignored", reason)
+        name = alert.labels[names.ALERT_MODEL_NAME_LABEL]
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return _outcome(alert, "failed", "not tried: the tracking server took the time it had")
+        lock = self._lock(name)
+        if not lock.acquire(timeout=-1 if left is None else left):  # -1: as long as it takes
+            reason = (
+                f"not tried: another delivery about {name!r} still waits for the tracking server"
+            )
+            return _outcome(alert, "failed", reason)
+        try:
+            return self._handle(alert)
+        finally:
+            lock.release()
+
+    def _lock(self, model: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(model, threading.Lock())
+
+    def _handle(self, alert: Alert) -> AlertOutcome:
+        alias = self.alias
+        # _handle_in_time checked that both labels are there.
+        name = alert.labels[names.ALERT_MODEL_NAME_LABEL]
+        version = alert.labels[names.ALERT_MODEL_VERSION_LABEL]
+
+        def outcome(action: Action, reason: str, restored: str | None = None) -> AlertOutcome:
+            return _outcome(alert, action, reason, restored)
+
         client = registry_client(self.tracking_uri)
         try:
-            with mlflow_errors(f"cannot read {alias!r} of {name!r}", client.tracking_uri):
+            with mlflow_errors(
+                f"cannot read {alias!r} of {name!r}", client.tracking_uri, model=name
+            ):
                 try:
                     holder = registered_model(client, name).aliases.get(alias)
                 except RegistryError as missing:  # a rule naming a model that does not exist
@@ -151,12 +181,21 @@ class AlertRollback:
             return outcome("failed", str(exc))
         reason = f"{alias!r} of {name!r} moved from version {version} to {result.to_version}"
         try:
-            with mlflow_errors("cannot record the alert", client.tracking_uri):
+            with mlflow_errors("cannot record the alert", client.tracking_uri, model=name):
                 for key, value in evidence_tags(alert, alias).items():
                     client.set_model_version_tag(name, version, key, value)
         except RegistryError as exc:  # the move is done; only its evidence is missing
             reason = f"{reason}; {exc}"
         return outcome("rolled_back", reason, result.to_version)
+
+
+def _outcome(
+    alert: Alert, action: Action, reason: str, restored: str | None = None
+) -> AlertOutcome:
+    labels = alert.labels
+    name = labels.get(names.ALERT_MODEL_NAME_LABEL)
+    version = labels.get(names.ALERT_MODEL_VERSION_LABEL)
+    return AlertOutcome(alert.name, alert.fingerprint, action, reason, name, version, restored)
 
 
 def _not_a_request(alert: Alert) -> str | None:

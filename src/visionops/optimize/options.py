@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
-from visionops.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: What ``visionops optimize`` builds when ``--methods`` is not given.
 DEFAULT_METHODS = (
@@ -26,32 +25,35 @@ CalibrationMethod = Literal["minmax", "entropy", "percentile"]
 MIN_CALIBRATION_IMAGES = 32
 
 
-@dataclass(frozen=True)
-class OptimizeOptions:
-    """The knobs of ``visionops optimize`` (each is a flag of the same name)."""
+def _every_core() -> tuple[int, ...]:
+    return tuple(sorted({1, os.cpu_count() or 1}))
+
+
+class OptimizeOptions(BaseModel):
+    """The knobs of ``visionops optimize`` (each is a flag of the same name).
+
+    Their ranges are here alone: the command line is validated by this schema
+    (``visionops.config.model_from_flags``), before anything is built.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     methods: tuple[str, ...]
-    calibration_images: int = 512
+    calibration_images: int = Field(512, ge=MIN_CALIBRATION_IMAGES)
     calibration_method: CalibrationMethod = "minmax"
-    finetune_epochs: int = 2
+    finetune_epochs: int = Field(2, ge=1)
     #: Fine-tuning's peak learning rate as a fraction of the source run's.
-    finetune_lr_fraction: float = 0.1
-    prune_ratio: float = 0.5
-    opset: int = 18
-    select_for_latency_ms: float | None = None
-    latency_runs: int = 100  # timed batch-1 passes per variant and thread count
-    throughput_batches: int = 10  # timed batch-64 passes per variant and thread count
-    threads: tuple[int, ...] = field(
-        default_factory=lambda: tuple(sorted({1, os.cpu_count() or 1}))
+    finetune_lr_fraction: float = Field(0.1, gt=0, le=1)
+    prune_ratio: float = Field(0.5, gt=0, lt=1)
+    opset: int = Field(18, ge=1)
+    select_for_latency_ms: float | None = Field(None, gt=0)
+    latency_runs: int = Field(100, ge=1)  # timed batch-1 passes per variant and thread count
+    throughput_batches: int = Field(10, ge=1)  # timed batch-64 passes per variant and thread count
+    threads: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+        default_factory=_every_core, min_length=1
     )
 
-    def __post_init__(self) -> None:
-        if self.calibration_images < MIN_CALIBRATION_IMAGES:
-            raise ConfigError(
-                f"--calibration-images {self.calibration_images} is too few: at least "
-                f"{MIN_CALIBRATION_IMAGES} are needed for stable activation ranges"
-            )
-        if self.finetune_epochs < 1:
-            raise ConfigError(f"--finetune-epochs must be at least 1, got {self.finetune_epochs}")
-        if not 0 < self.prune_ratio < 1:
-            raise ConfigError(f"--prune-ratio must be between 0 and 1, got {self.prune_ratio}")
+    @field_validator("threads")
+    @classmethod
+    def _each_count_once(cls, threads: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(sorted(set(threads)))

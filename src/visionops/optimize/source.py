@@ -33,7 +33,7 @@ def resolve_version(model_uri: str, tracking_uri: str | None) -> tuple[str, str]
         )
     name, ref = match["name"], match["ref"]
     client = registry_client(tracking_uri)
-    with mlflow_errors(f"cannot find {model_uri}", client.tracking_uri):
+    with mlflow_errors(f"cannot find {model_uri}", client.tracking_uri, model=name):
         if ref.isdigit():
             return name, str(existing_version(client, name, ref).version)
         if ref == "latest":

@@ -7,12 +7,14 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import PurePosixPath
 
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from visionops import env
+from visionops.config import redact_url
 from visionops.errors import VisionOpsError
 from visionops.tracking.client import tracking_client
 from visionops.tracking.connection import tracking_error
@@ -21,6 +23,8 @@ from visionops.tracking.connection import tracking_error
 # written so that a bad alias fails before the gate spends time measuring latency.
 _ALIAS_PATTERN = re.compile(r"^[\w\-]+$")
 _VERSION_ALIAS_PATTERN = re.compile(r"^[vV]\d+$")
+#: The file every MLflow model folder holds: a version without it can neither load nor serve.
+_MODEL_FILE = "MLmodel"
 
 
 class RegistryError(VisionOpsError):
@@ -33,12 +37,13 @@ def registry_client(tracking_uri: str | None) -> MlflowClient:
 
 
 @contextmanager
-def mlflow_errors(action: str, tracking_uri: str) -> Iterator[None]:
-    """Turn MLflow's exceptions (missing model, HTTP 401/403, ...) into one-line user errors."""
+def mlflow_errors(action: str, tracking_uri: str, model: str | None = None) -> Iterator[None]:
+    """Turn MLflow's exceptions (missing model, HTTP 401/403, ...) into one-line user errors;
+    a 403's grant hint names ``model``, the registered model the work was about."""
     try:
         yield
     except MlflowException as exc:
-        refusal = tracking_error(exc, tracking_uri)
+        refusal = tracking_error(exc, tracking_uri, model=model)
         if refusal is not None:
             detail = str(refusal)
         else:
@@ -70,6 +75,40 @@ def existing_version(client: MlflowClient, name: str, version: str) -> ModelVers
             f"version {version} of model {name!r} is {model_version.status}, not READY"
         )
     return model_version
+
+
+def require_model_files(client: MlflowClient, model_version: ModelVersion) -> None:
+    """A clear error unless the version's model files are in the artifact store.
+
+    The registry outlives its files: a version registered on an in-memory S3 (``server start
+    --local-s3-port``) that restarted still exists, READY, with nothing behind it. Checked
+    before an alias moves, so that no alias points at a model nothing can load.
+    """
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    name, version = model_version.name, model_version.version
+    location = client.get_model_version_download_uri(name, version)
+    repository = get_artifact_repository(
+        location, tracking_uri=client.tracking_uri, registry_uri=client.tracking_uri
+    )
+    listed = {PurePosixPath(item.path).name for item in repository.list_artifacts()}
+    if _MODEL_FILE not in listed:
+        raise RegistryError(
+            f"version {version} of {name!r} has no model files: no {_MODEL_FILE} at {location} "
+            f"in the artifact store of {redact_url(client.tracking_uri)} (lost, e.g. with a "
+            "local S3 that restarted, or never uploaded); register the model again"
+        )
+
+
+def require_permission_to_change(client: MlflowClient, model_version: ModelVersion) -> None:
+    """Fail now, not after minutes of work, when the caller may not change the model.
+
+    An update that changes nothing needs what moving an alias needs (EDIT on the registered
+    model), so the server's own rules answer, whatever grant, role, default permission or admin
+    flag applies; a local store has no permissions and simply accepts it.
+    """
+    description = model_version.description or ""
+    client.update_model_version(model_version.name, model_version.version, description)
 
 
 def version_exists(client: MlflowClient, name: str, version: str) -> bool:

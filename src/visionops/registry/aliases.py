@@ -21,6 +21,7 @@ from visionops.registry._client import (
     mlflow_errors,
     registered_model,
     registry_client,
+    require_model_files,
     utc_now,
 )
 from visionops.registry.history import load_history, save_history
@@ -45,7 +46,7 @@ class AliasMove:
 def model_aliases(name: str, tracking_uri: str | None = None) -> dict[str, str]:
     """Every alias of ``name`` and the version it points to, sorted by alias."""
     client = registry_client(tracking_uri)
-    with mlflow_errors(f"cannot read the aliases of {name!r}", client.tracking_uri):
+    with mlflow_errors(f"cannot read the aliases of {name!r}", client.tracking_uri, model=name):
         aliases = registered_model(client, name).aliases
     return {alias: str(version) for alias, version in sorted(aliases.items())}
 
@@ -53,7 +54,8 @@ def model_aliases(name: str, tracking_uri: str | None = None) -> dict[str, str]:
 def set_alias(
     name: str, alias: str, version: int | str, tracking_uri: str | None = None
 ) -> AliasMove:
-    """Point ``alias`` of ``name`` at ``version`` (which must exist and be READY)."""
+    """Point ``alias`` of ``name`` at ``version`` (which must exist, be READY and have its
+    model files)."""
     check_alias(alias)
     if alias in GATED_ALIASES:
         raise RegistryError(
@@ -62,8 +64,8 @@ def set_alias(
         )
     version = str(version)
     client = registry_client(tracking_uri)
-    with mlflow_errors(f"cannot set {alias!r} of {name!r}", client.tracking_uri):
-        existing_version(client, name, version)
+    with mlflow_errors(f"cannot set {alias!r} of {name!r}", client.tracking_uri, model=name):
+        require_model_files(client, existing_version(client, name, version))
         previous = current_holder(client, name, alias)
         at, by = utc_now(), acting_user()
         history = load_history(client, name, alias)

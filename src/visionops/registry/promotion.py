@@ -5,6 +5,8 @@ logged it) with the current holder's, allowing ``max_accuracy_drop``; it loads t
 the CPU and checks its p95 latency at batch 1 against ``latency_budget_ms``. The decision and its
 evidence become tags ``visionops.promotion.<alias>.*`` on the candidate whatever the outcome;
 only an approved (or forced) candidate takes the alias, and the move enters the alias history.
+Before any of it, the caller's permission to change the model and the candidate's model files
+are checked, so neither failure comes after the model was loaded and timed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from visionops.registry._client import (
     existing_version,
     mlflow_errors,
     registry_client,
+    require_model_files,
+    require_permission_to_change,
     utc_now,
 )
 from visionops.registry.history import load_history, save_history
@@ -127,7 +131,7 @@ def promote(
     check_alias(alias)
     client = registry_client(tracking_uri)
     action = f"cannot promote version {version} of {name!r} to {alias!r}"
-    with mlflow_errors(action, client.tracking_uri):
+    with mlflow_errors(action, client.tracking_uri, model=name):
         candidate = existing_version(client, name, version)
         holder = current_holder(client, name, alias)
         unchanged = PromotionResult(
@@ -143,6 +147,10 @@ def promote(
         )
         if holder == version:
             return unchanged
+        # Both before the gate loads and times the model (tens of seconds), in this order: a
+        # reader learns about the permission, whatever the files.
+        require_permission_to_change(client, candidate)
+        require_model_files(client, candidate)
 
         candidate_accuracy = validation_accuracy(client, candidate)
         incumbent_accuracy = (

@@ -53,7 +53,7 @@ def rollback(
     """
     check_alias(alias)
     client = registry_client(tracking_uri)
-    with mlflow_errors(f"cannot roll back {alias!r} of {name!r}", client.tracking_uri):
+    with mlflow_errors(f"cannot roll back {alias!r} of {name!r}", client.tracking_uri, model=name):
         holder = current_holder(client, name, alias)
         if holder is None:
             raise RegistryError(

@@ -1,16 +1,21 @@
 """Start and stop the ``mlflow server`` process (and a loopback S3 endpoint for trying S3).
 
-The server runs in its own session so that stopping it also stops its uvicorn workers.
-``start_server`` returns once ``/health`` answers; the process's output goes to
-``STATE_DIR/server.log`` and its pid to ``STATE_DIR/server.pid``.
+The server runs in its own session, so its pid is also its process group's id: that group,
+not the one pid, is what runs and what stops. ``mlflow server`` execs uvicorn as a child; a
+kill -9 of the leader leaves uvicorn answering in the same group, and signalling the group
+stops it too. ``start_server`` returns once ``/health`` answers; the process's output goes to
+``STATE_DIR/server.log``, its pid to ``STATE_DIR/server.pid`` and what it serves (URL,
+artifact store, S3 endpoint) to ``STATE_DIR/server.json``, which the backup script reads.
 """
 
 from __future__ import annotations
 
 import configparser
 import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,7 +32,7 @@ STARTUP_TIMEOUT_SEC = 120.0
 
 @dataclass
 class ServerProcess:
-    """A started process: its pid (the leader of its own session), URL and log file."""
+    """A started process group: its leader's pid (also the group's id), URL and log file."""
 
     pid: int
     url: str
@@ -35,37 +40,90 @@ class ServerProcess:
     popen: subprocess.Popen[bytes] | None = None
 
     def running(self) -> bool:
+        """Whether any process of the group lives, the leader or a child it left behind."""
         if self.popen is not None:
-            return self.popen.poll() is None
-        try:
-            # A child of this process that exited stays a zombie (which kill(0) counts as alive)
-            # until it is reaped; other processes are not ours to wait for.
-            pid, _ = os.waitpid(self.pid, os.WNOHANG)
-            if pid == self.pid:
-                return False
-        except ChildProcessError:
-            pass
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+            self.popen.poll()  # reaps the leader if it exited, so it no longer counts
+        else:
+            # A child of this process that exited stays a zombie until it is reaped; other
+            # processes are not ours to wait for.
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, os.WNOHANG)
+        return bool(group_members(self.pid))
 
     def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM to the whole session, SIGKILL after ``timeout`` seconds."""
+        """SIGTERM to the whole group, SIGKILL after ``timeout`` seconds."""
         _signal_group(self.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while self.running() and time.monotonic() < deadline:
             time.sleep(0.1)
         if self.running():
             _signal_group(self.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while self.running() and time.monotonic() < deadline:
+                time.sleep(0.1)
         if self.popen is not None:
             self.popen.wait(timeout=10)
 
 
-def _signal_group(pid: int, signum: int) -> None:
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``."""
+    import psutil
+
+    members = []
+    for process in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(process.pid)
+        except (OSError, psutil.Error):  # exited while we looked
+            continue
+    return members
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    if pgid == os.getpgrp():  # never this command's own group (a server started by hand)
+        return
     with contextlib.suppress(ProcessLookupError):  # already gone
-        os.killpg(pid, signum)
+        os.killpg(pgid, signum)
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether ``host:port`` cannot be bound (as a server binds it, with SO_REUSEADDR)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def listeners(port: int) -> list[int]:
+    """The pids that listen on TCP ``port`` (those this user may see)."""
+    import psutil
+
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:
+        return []
+    return sorted(
+        {
+            c.pid
+            for c in connections
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid
+        }
+    )
+
+
+def describe_process(pid: int) -> str:
+    """``pid 123 (python -m moto.server ...)``, for messages."""
+    import psutil
+
+    try:
+        command = " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return f"pid {pid}"
+    command = command if len(command) <= 80 else command[:77] + "..."
+    return f"pid {pid} ({command})"
 
 
 def write_auth_config(settings: ServerSettings) -> Path:
@@ -135,7 +193,13 @@ def start_server(
 
     env = server_environment(settings, env)  # checks the admin password first
     if _answers(settings.url):
-        raise ServerConfigError(f"something already answers at {settings.url}")
+        holders = ", ".join(describe_process(pid) for pid in listeners(settings.port))
+        holders = holders or "a process of another user"
+        raise ServerConfigError(
+            f"something already answers at {settings.url} ({holders})"
+            "; stop it (`visionops server stop` stops an MLflow server there) or choose another "
+            "VISIONOPS_SERVER_PORT"
+        )
     ensure_databases(settings)
     destination = settings.resolved_artifacts_destination(env)
     if destination.startswith("s3://"):
@@ -154,13 +218,30 @@ def start_server(
     if output:
         output.close()
     server = ServerProcess(popen.pid, settings.url, log_path, popen)
-    (settings.state_dir / "server.pid").write_text(str(popen.pid))
+    write_state(settings, popen.pid, destination, env)
     try:
         wait_until_ready(server)
     except ServerConfigError:
         server.stop()
         raise
     return server
+
+
+def write_state(
+    settings: ServerSettings, pid: int, destination: str, env: Mapping[str, str]
+) -> None:
+    """Record the started group and what it serves, for ``stop``/``status`` from another shell
+    and for the backup script, which must name the artifact store this server really uses."""
+    (settings.state_dir / "server.pid").write_text(str(pid))
+    record = {
+        "pid": pid,
+        "url": settings.url,
+        "artifacts_destination": destination,
+        "s3_endpoint": env.get("MLFLOW_S3_ENDPOINT_URL")
+        if destination.startswith("s3://")
+        else None,
+    }
+    (settings.state_dir / "server.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def wait_until_ready(server: ServerProcess, timeout: float = STARTUP_TIMEOUT_SEC) -> None:
@@ -191,14 +272,31 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 
 
 def running_server(settings: ServerSettings, name: str = "server") -> ServerProcess | None:
-    """The process ``name`` (``server``, or ``s3`` for the local S3) started for this state
-    folder, if it still runs."""
+    """The process group ``name`` (``server``, or ``s3`` for the local S3) started for this
+    state folder, if any process of it still runs."""
     pid_file = settings.state_dir / f"{name}.pid"
     if not pid_file.is_file():
         return None
     log_path = settings.state_dir / f"{name}.log"
     process = ServerProcess(int(pid_file.read_text()), settings.url, log_path)
     return process if process.running() else None
+
+
+def answering_server(settings: ServerSettings) -> ServerProcess | None:
+    """The ``mlflow server`` that listens on the settings' port, whoever started it: the state
+    folder's pid file may be gone, or name a group the server no longer belongs to."""
+    import psutil
+
+    for pid in listeners(settings.port):
+        try:
+            command = " ".join(psutil.Process(pid).cmdline())
+            group = os.getpgid(pid)
+        except (OSError, psutil.Error):
+            continue
+        # Only an MLflow server: the port is the state's, but what listens there may not be.
+        if "mlflow" in command or "uvicorn" in command:
+            return ServerProcess(group, settings.url, settings.state_dir / "server.log")
+    return None
 
 
 def ensure_bucket(destination: str, environ: Mapping[str, str] | None = None) -> None:
@@ -223,7 +321,17 @@ def ensure_bucket(destination: str, environ: Mapping[str, str] | None = None) ->
 
 def start_local_s3(host: str, port: int, log_path: Path) -> ServerProcess:
     """moto's S3 API on a loopback port: an in-memory stand-in for S3 or MinIO where neither
-    runs. Everything it holds is lost when it stops."""
+    runs. Everything it holds is lost when it stops.
+
+    Refuses a port that is taken: a leftover moto would answer for the new one (which then
+    fails to bind, seen only in its log), and its contents are not this start's.
+    """
+    if port_in_use(host, port):
+        holders = ", ".join(describe_process(pid) for pid in listeners(port))
+        raise ServerConfigError(
+            f"cannot start the local S3 on {host}:{port}: the port is in use by "
+            f"{holders or 'another process'}; stop it or choose another --local-s3-port"
+        )
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as output:
         popen = subprocess.Popen(
@@ -237,10 +345,9 @@ def start_local_s3(host: str, port: int, log_path: Path) -> ServerProcess:
     while time.monotonic() < deadline:
         if not server.running():
             raise ServerConfigError(f"moto exited during start-up:\n{_log_tail(log_path)}")
-        try:
-            requests.get(server.url, timeout=1)
+        # Ready when this moto listens, not when something on the port answers.
+        if set(listeners(port)) & set(group_members(popen.pid)):
             return server
-        except requests.RequestException:
-            time.sleep(0.2)
+        time.sleep(0.2)
     server.stop()
     raise ServerConfigError("moto did not answer within 30 s")

@@ -55,6 +55,13 @@ class Resource:
     label: str
     """how messages name it"""
     exists: bool = True
+    name: str | None = None
+    """the experiment's or registered model's name, for the grant hint of a 403"""
+
+    def hint(self) -> dict[str, str | None]:
+        """``tracking_error``'s names of what a refused grant was about."""
+        key = "experiment" if self.type == "experiment" else "model"
+        return {key: self.name}
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,8 @@ class GrantResult:
     mlflow_permission: str
     replaced: bool
     """whether the user already had a grant on the resource (now replaced)"""
+    created: bool = False
+    """whether the grant created the (empty) registered model it names"""
 
 
 class UserAdmin:
@@ -115,11 +124,11 @@ class UserAdmin:
             "experiment",
             experiment.experiment_id,
             f"experiment {experiment.name!r} (id {experiment.experiment_id})",
+            name=experiment.name,
         )
 
     def registered_model(self, name: str) -> Resource:
-        """The registered model ``name``. It may not exist yet: MLflow keys model grants by
-        name, so a team can be set up before the first model is registered."""
+        """The registered model ``name``. It may not exist yet: ``grant`` then creates it."""
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
@@ -132,36 +141,66 @@ class UserAdmin:
                 if error.error_code != "RESOURCE_DOES_NOT_EXIST":
                     raise
                 exists = False
-        return Resource("registered_model", name, f"registered model {name!r}", exists)
+        return Resource("registered_model", name, f"registered model {name!r}", exists, name)
 
     def grant(self, username: str, resource: Resource, permission: str) -> GrantResult:
-        """Give ``username`` ``permission`` on ``resource``, replacing an earlier grant."""
+        """Give ``username`` ``permission`` on ``resource``, replacing an earlier grant.
+
+        A registered model that does not exist yet is created (empty, owned by the caller)
+        after the grant: MLflow gives MANAGE to whoever creates a model, overwriting their
+        grant, so the grantee registering it first would turn EDIT (even DENY) into MANAGE.
+        """
         mlflow_permission = _mlflow_permission(permission)
         from mlflow.exceptions import MlflowException
 
-        replaced = False
-        with _translated(self.tracking_uri, f"granting on {resource.label}", username):
-            try:
-                self._auth.grant_user_permission(
-                    username, resource.type, resource.id, mlflow_permission
+        with _translated(
+            self.tracking_uri, f"granting on {resource.label}", username, **resource.hint()
+        ):
+            replaced = self._put_grant(username, resource, mlflow_permission)
+            created = False
+            if not resource.exists:
+                from mlflow.tracking import MlflowClient
+
+                client = MlflowClient(
+                    tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
                 )
-            except MlflowException as error:
-                if error.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise
-                # MLflow's per-user API has no update: replace the grant. Between the two
-                # calls the user briefly falls back to the server's default permission.
-                self._auth.revoke_user_permission(username, resource.type, resource.id)
-                self._auth.grant_user_permission(
-                    username, resource.type, resource.id, mlflow_permission
-                )
-                replaced = True
-        return GrantResult(username, resource, permission, mlflow_permission, replaced)
+                try:
+                    client.create_registered_model(resource.id)
+                    created = True
+                except MlflowException as error:
+                    if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                        raise
+                    # Registered since we looked, maybe by the grantee: grant again.
+                    self._put_grant(username, resource, mlflow_permission)
+        return GrantResult(username, resource, permission, mlflow_permission, replaced, created)
+
+    def _put_grant(self, username: str, resource: Resource, mlflow_permission: str) -> bool:
+        """Grant, replacing an earlier grant; whether there was one."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._auth.grant_user_permission(
+                username, resource.type, resource.id, mlflow_permission
+            )
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            # MLflow's per-user API has no update: replace the grant. Between the two calls
+            # the user briefly falls back to the server's default permission.
+            self._auth.revoke_user_permission(username, resource.type, resource.id)
+            self._auth.grant_user_permission(
+                username, resource.type, resource.id, mlflow_permission
+            )
+            return True
+        return False
 
     def revoke(self, username: str, resource: Resource) -> bool:
         """Remove ``username``'s grant on ``resource``; False when there was none."""
         from mlflow.exceptions import MlflowException
 
-        with _translated(self.tracking_uri, f"revoking on {resource.label}", username):
+        with _translated(
+            self.tracking_uri, f"revoking on {resource.label}", username, **resource.hint()
+        ):
             try:
                 self._auth.revoke_user_permission(username, resource.type, resource.id)
             except MlflowException as error:
@@ -185,8 +224,16 @@ def _mlflow_permission(permission: str) -> str:
 
 
 @contextmanager
-def _translated(server: str, action: str, username: str | None = None) -> Iterator[None]:
-    """Turn MLflow's exceptions (and unreachable servers) into one UserAdminError line."""
+def _translated(
+    server: str,
+    action: str,
+    username: str | None = None,
+    *,
+    experiment: str | None = None,
+    model: str | None = None,
+) -> Iterator[None]:
+    """Turn MLflow's exceptions (and unreachable servers) into one UserAdminError line; a
+    403's grant hint names ``experiment`` or ``model``."""
     from mlflow.exceptions import MlflowException
     from requests import RequestException
 
@@ -196,7 +243,7 @@ def _translated(server: str, action: str, username: str | None = None) -> Iterat
         yield
     except MlflowException as error:
         # A refused login or permission, or no answer, reads as in every other command.
-        refusal = tracking_error(error, server)
+        refusal = tracking_error(error, server, experiment=experiment, model=model)
         if refusal is not None:
             raise UserAdminError(f"{action}: {refusal}") from error
         raise UserAdminError(_message(server, action, username, error)) from error

@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from visionops.config import redact_url, split_url_credentials
 
 Backend = Literal["auto", "torch", "onnx", "openvino"]
 
@@ -21,6 +23,8 @@ class ServeConfig(BaseModel):
         description="registered model to serve: models:/NAME@ALIAS (followed when the alias "
         "moves) or models:/NAME/VERSION"
     )
+    # The CLI moves a password out of the URI into MLflow's variables before it builds this
+    # config, which travels to the workers in the environment (server.py): no secret in it.
     tracking_uri: str | None = Field(
         None, description="MLflow tracking/registry URI [default: MLflow's own resolution]"
     )
@@ -63,6 +67,16 @@ class ServeConfig(BaseModel):
     threads: int | None = Field(
         None, ge=1, description="intra-op threads of the model [default: the runtime's own]"
     )
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_password(cls, value: str | None) -> str | None:
+        if value is not None and split_url_credentials(value)[2] is not None:
+            raise ValueError(
+                f"{redact_url(value)} holds a password; give the URI without user info and "
+                "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> ServeConfig:

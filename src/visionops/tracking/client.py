@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from visionops import env, names
+from visionops.config import redact_url, split_url_credentials
+from visionops.errors import ConfigError
 
 if TYPE_CHECKING:
     from mlflow.models import Model
@@ -46,6 +48,22 @@ def resolve_tracking_uri(explicit: str | None = None) -> str:
     import mlflow
 
     return str(mlflow.get_tracking_uri())
+
+
+def uri_for_workers(uri: str) -> str:
+    """``uri``, refused if it holds a password: a URI that other processes get in their
+    config (Ray Tune trials, Ray Train workers, a sweep's state file) is saved and shown.
+
+    Raises:
+        ConfigError: the URI holds a password (the CLI moves it to MLflow's variables first).
+    """
+    if split_url_credentials(uri)[2] is not None:
+        raise ConfigError(
+            f"tracking URI {redact_url(uri)} holds a password, which would be saved with the "
+            "job's config; give the URI without user info and set "
+            f"{env.MLFLOW_TRACKING_USERNAME.name} and {env.MLFLOW_TRACKING_PASSWORD.name}"
+        )
+    return uri
 
 
 def tracking_client(explicit: str | None = None) -> MlflowClient:

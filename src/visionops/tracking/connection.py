@@ -14,6 +14,7 @@ Messages name the server and the user, never a password (not even one written in
 from __future__ import annotations
 
 import re
+import shlex
 from typing import TYPE_CHECKING
 
 from visionops.config import redact_url
@@ -42,6 +43,7 @@ _REASON_CHARS = 160
 _ENDPOINT = re.compile(r"/api/\d\.\d/(mlflow(?:-artifacts)?/[\w./-]*\w)")
 _READ_VERBS = ("get", "search", "list")
 _EXPERIMENT = ("--experiment EXPERIMENT", "experiment")
+_MODEL = ("--model MODEL", "registered model")
 _ANY_TARGET = "{--experiment EXPERIMENT | --model MODEL}"
 
 
@@ -142,9 +144,20 @@ def check_tracking_server(tracking_uri: str) -> None:
         )
 
 
-def tracking_error(error: MlflowException, tracking_uri: str) -> TrackingServerError | None:
+def tracking_error(
+    error: MlflowException,
+    tracking_uri: str,
+    *,
+    experiment: str | None = None,
+    model: str | None = None,
+) -> TrackingServerError | None:
     """The one-line error for an MLflow exception about the server connection or the login
-    (HTTP 401, 403, a refused or timed-out connection); None for any other error."""
+    (HTTP 401, 403, a refused or timed-out connection); None for any other error.
+
+    Args:
+        experiment, model: the experiment and registered model the failed work was about, when
+            the caller knows them: a 403's grant hint names them.
+    """
     if not _is_http(tracking_uri):
         return None
     from mlflow.utils.credentials import get_default_host_creds
@@ -157,7 +170,12 @@ def tracking_error(error: MlflowException, tracking_uri: str) -> TrackingServerE
         endpoint = _ENDPOINT.search(message)
         return TrackingServerError(
             permission_message(
-                tracking_uri, endpoint.group(0) if endpoint else None, _first_line(message), creds
+                tracking_uri,
+                endpoint.group(0) if endpoint else None,
+                _first_line(message),
+                creds,
+                experiment=experiment,
+                model=model,
             )
         )
     if _is_connection_failure(error):
@@ -185,13 +203,21 @@ def login_message(tracking_uri: str, creds: MlflowHostCreds) -> str:
 
 
 def permission_message(
-    tracking_uri: str, endpoint: str | None, detail: str, creds: MlflowHostCreds
+    tracking_uri: str,
+    endpoint: str | None,
+    detail: str,
+    creds: MlflowHostCreds,
+    *,
+    experiment: str | None = None,
+    model: str | None = None,
 ) -> str:
     """A refused permission (HTTP 403), saying which permission the call needs.
 
     Args:
         endpoint: the refused REST endpoint, if known (``/api/2.0/mlflow/runs/create``).
         detail: the server's own words, shown when the endpoint is not known.
+        experiment, model: names the grant command is written with, when known (else the
+            placeholders EXPERIMENT and MODEL).
     """
     who = f"user {creds.username!r}" if creds.username else "an anonymous caller"
     call = _ENDPOINT.search(endpoint or "")
@@ -204,6 +230,7 @@ def permission_message(
     if level is None:
         needs = "an admin account: ask an admin to run the command, or to make you one"
     else:
+        target = _named_target(target, experiment, model)
         grant = f"visionops admin grant --user {creds.username or 'USER'} {target} --permission"
         needs = f"{level} on the {resource}: ask an admin to run `{grant} {level}`"
     return (
@@ -235,7 +262,7 @@ def _needed_permission(call: str) -> tuple[str | None, str, str]:
     if path.startswith("users/"):
         return None, "", ""
     model = path.startswith(("registered-models/", "model-versions/"))
-    target, resource = ("--model MODEL", "registered model") if model else _EXPERIMENT
+    target, resource = _MODEL if model else _EXPERIMENT
     verb = path.rsplit("/", 1)[-1]
     if "permissions/" in path:
         return "MANAGE", target, resource
@@ -244,6 +271,17 @@ def _needed_permission(call: str) -> tuple[str | None, str, str]:
     if verb in ("delete", "restore"):
         return "MANAGE", target, resource
     return "EDIT", target, resource
+
+
+def _named_target(target: str, experiment: str | None, model: str | None) -> str:
+    """``target`` of ``_needed_permission`` with the known names in place of placeholders; a
+    grant on either kind names the one that is known."""
+    flags = {_EXPERIMENT[0]: ("--experiment", experiment), _MODEL[0]: ("--model", model)}
+    if target == _ANY_TARGET:
+        known = [(flag, name) for flag, name in flags.values() if name]
+        return f"{known[0][0]} {shlex.quote(known[0][1])}" if len(known) == 1 else target
+    flag, name = flags.get(target, ("", None))
+    return f"{flag} {shlex.quote(name)}" if name else target
 
 
 def _is_http(tracking_uri: str) -> bool:

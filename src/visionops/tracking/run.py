@@ -34,7 +34,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from visionops import env, names
-from visionops.config import TrackingConfig
+from visionops.config import TrackingConfig, redact_url
 from visionops.tracking.client import tracking_client
 from visionops.tracking.sender import SpoolSender, refusal_error, server_answers
 from visionops.tracking.spool import MetricSpool, replay_command, spool_folder
@@ -223,13 +223,14 @@ class RunTracker:
     def _warn_unsent(self, remaining: int, status: str | None) -> None:
         """One warning: what did not reach the server, where it is, the command that sends it."""
         what = f"{remaining} metric points" + (f" and the run's end ({status})" if status else "")
+        server = redact_url(self.tracking_uri or "")
         if self._spool.folder is None:
-            logger.warning("%s did not reach %s and are lost", what, self.tracking_uri)
+            logger.warning("%s did not reach %s and are lost", what, server)
             return
         logger.warning(
             "%s did not reach %s; they stay in %s. Send them with: %s",
             what,
-            self.tracking_uri,
+            server,
             self._spool.folder,
             replay_command(self._spool.folder),
         )

@@ -27,6 +27,7 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from visionops.config import redact_url
 from visionops.errors import VisionOpsError
 from visionops.tracking.spool import (
     MetricSpool,
@@ -111,7 +112,7 @@ def deliver(spool: MetricSpool, tracking_uri: str | None = None) -> Delivery:
         if uri not in answers:
             answers[uri] = server_answers(uri)
         if not answers[uri]:
-            result.outage = f"{uri} does not answer"
+            result.outage = f"{redact_url(uri)} does not answer"
             return result
         try:
             send_batch(batch, uri)

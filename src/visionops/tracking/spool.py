@@ -29,6 +29,7 @@ from typing import Any
 
 from mlflow.entities import Metric
 
+from visionops.config import split_url_credentials
 from visionops.errors import VisionOpsError
 from visionops.files import write_atomically
 
@@ -56,7 +57,7 @@ class SpooledBatch:
         ]
         # NaN and infinite losses are real metric values; json writes them as NaN/Infinity.
         return json.dumps(
-            {"run_id": self.run_id, "tracking_uri": self.tracking_uri, "points": points}
+            {"run_id": self.run_id, "tracking_uri": _saved(self.tracking_uri), "points": points}
         )
 
     @classmethod
@@ -168,7 +169,7 @@ class MetricSpool:
     def mark_end(self, run_id: str, tracking_uri: str, status: str) -> None:
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            end = {"run_id": run_id, "tracking_uri": tracking_uri, "status": status}
+            end = {"run_id": run_id, "tracking_uri": _saved(tracking_uri), "status": status}
             write_atomically(self.folder / _END_FILE, lambda f: f.write(json.dumps(end).encode()))
 
     def pending_end(self) -> PendingEnd | None:
@@ -192,3 +193,9 @@ class MetricSpool:
         if not self.folder.is_dir():
             return []
         return [int(p.stem) for p in self.folder.glob("*.json") if p.stem.isdigit()]
+
+
+def _saved(tracking_uri: str) -> str:
+    """The URI as the spool files keep it: without a password (a replay logs in with the
+    environment's MLflow variables, as every later command does)."""
+    return split_url_credentials(tracking_uri)[0]

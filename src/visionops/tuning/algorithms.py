@@ -1,12 +1,13 @@
 """Search algorithms and trial schedulers, by the names ``visionops tune`` accepts.
 
 >>> create_searcher("optuna", max_concurrent=2, seed=0)  # doctest: +SKIP
->>> create_scheduler("asha", max_epochs=10, grace_period=1, reduction_factor=2)  # doctest: +SKIP
+>>> create_scheduler("asha", 10, 1, 2, sweep_dir=Path("sweeps/s"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 SearchName = Literal["optuna", "hyperopt", "random"]
@@ -52,13 +53,24 @@ def create_searcher(
 
 
 def create_scheduler(
-    name: SchedulerName, max_epochs: int, grace_period: int, reduction_factor: int
+    name: SchedulerName,
+    max_epochs: int,
+    grace_period: int,
+    reduction_factor: int,
+    sweep_dir: Path,
 ) -> Any:
-    """A Tune trial scheduler; epochs are Tune's ``training_iteration`` (one report each)."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
+    """A Tune trial scheduler; epochs are Tune's ``training_iteration`` (one report each).
+
+    ASHA keeps its decisions in ``sweep_dir`` so that a resumed sweep honours them
+    (``visionops.tuning.persisted_scheduler``).
+    """
+    from ray.tune.schedulers import FIFOScheduler, HyperBandScheduler
 
     if name == "asha":
-        return ASHAScheduler(
+        from visionops.tuning.persisted_scheduler import STATE_FILE, PersistedASHA
+
+        return PersistedASHA(
+            sweep_dir / STATE_FILE,
             time_attr="training_iteration",
             max_t=max_epochs,
             grace_period=grace_period,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import logging
 import tempfile
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,85 @@ def summarize_trials(results: Any, max_epochs: int) -> list[TrialSummary]:
             )
         )
     return sorted(trials, key=lambda t: t.trial_id)
+
+
+def ran_to_end(results: Any, num_samples: int) -> bool:
+    """Whether every trial of a ``ResultGrid`` ended (completed, stopped by the scheduler or
+    errored) and there are as many as the sweep asked for. Tune returns from a ``fit`` that a
+    signal interrupted as from a finished one, with its running trials unfinished and the
+    trials it had not yet started missing."""
+    ended = results.num_terminated + results.num_errors
+    return ended == len(results) and len(results) >= num_samples
+
+
+def end_running_children(
+    client: MlflowClient,
+    parent_run_id: str,
+    keep: Collection[str] = (),
+    tags: Mapping[str, str] | None = None,
+    pushgateway: str | None = None,
+) -> list[str]:
+    """Mark the parent's child runs that are still RUNNING, except ``keep``, as KILLED (with
+    ``tags``); returns their ids. Called once ``fit`` has returned, when no trial process is
+    left to end its own run: the trials an interrupt stopped (their runs reopen on resume), and
+    those a killed driver lost (Tune restores its experiment from a snapshot that can be
+    seconds older than they are, and starts their configurations afresh)."""
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    running = client.search_runs(
+        [experiment],
+        filter_string=f"tags.`{names.PARENT_RUN_TAG}` = '{parent_run_id}' "
+        "and attributes.status = 'RUNNING'",
+    )
+    ended = [run.info.run_id for run in running if run.info.run_id not in keep]
+    for run_id in ended:
+        for key, value in (tags or {}).items():
+            client.set_tag(run_id, key, value)
+        client.set_terminated(run_id, "KILLED")
+        if pushgateway is not None:
+            mark_ended(pushgateway, run_id, *run_labels(client, run_id))
+    return ended
+
+
+def mark_stopped_trials(client: MlflowClient, results: Any) -> None:
+    """KILLED for the runs of an interrupted sweep's trials that had not errored: Tune stops a
+    trial by raising inside its ``train()``, which then ends the run as FAILED although
+    nothing failed (the resume reopens the run and finishes it)."""
+    for result in results:
+        run_id = (result.metrics or {}).get(names.RUN_ID_KEY)
+        if run_id and result.error is None and client.get_run(run_id).info.status == "FAILED":
+            client.set_terminated(run_id, "KILLED")
+
+
+def chance_accuracy(client: MlflowClient, run_id: str) -> float | None:
+    """1 / the number of classes of the run's data (counted from its per-class validation
+    accuracies, logged after its last epoch), or None if it logged none."""
+    prefix = names.class_accuracy_metric("val", "")
+    classes = sum(1 for key in client.get_run(run_id).data.metrics if key.startswith(prefix))
+    return 1 / classes if classes else None
+
+
+def worth_registering(
+    client: MlflowClient, best: TrialSummary, margin: float | None
+) -> tuple[bool, str]:
+    """Whether the best trial's validation accuracy beats chance (1/classes) by ``margin``,
+    and one line that says how it compares. ``margin`` None: worth it whatever it scored."""
+    accuracy = best.val_accuracy or 0.0
+    if margin is None:
+        return True, f"{names.VAL_ACCURACY} {accuracy:.4f}; no chance margin was asked for"
+    chance = chance_accuracy(client, best.run_id) if best.run_id else None
+    if chance is None:
+        return False, (
+            f"the best trial's run {best.run_id} logged no per-class validation accuracy, so "
+            "its accuracy cannot be compared with chance"
+        )
+    gain = accuracy - chance
+    # A hair of slack: 0.2 - 0.1 is 0.09999999999999999 in floating point.
+    beats = gain >= margin - 1e-9
+    return beats, (
+        f"the best trial's {names.VAL_ACCURACY} {accuracy:.4f} "
+        f"{'beats' if beats else 'does not beat'} chance ({chance:.4f}, "
+        f"{round(1 / chance)} classes) by the margin {margin:g}"
+    )
 
 
 def close_child_runs(

@@ -4,11 +4,15 @@ One MLflow parent run stands for the sweep; every trial is a child run under it,
 the trial's own process and logged to the same tracking URI. When the trials are done the
 parent run gets the trial table and the sweep's figures (validation curves, parallel
 coordinates, parameter importances), and the best completed trial's model is registered with
-alias ``candidate``. ``resume_sweep`` continues an interrupted sweep in the
-same parent run.
+alias ``candidate`` if it beats chance by ``chance_margin``. A sweep that SIGINT or SIGTERM
+stops registers nothing and raises ``SweepInterrupted``; ``resume_sweep`` continues it (or one
+whose driver was killed) in the same parent run.
 
     >>> from visionops.recipes import get_recipe
-    >>> options = SweepOptions(base=get_recipe("debug"), recipe="debug", num_samples=4)
+    >>> from visionops.tuning.space import create_search_space
+    >>> options = SweepOptions(
+    ...     base=get_recipe("debug"), space=create_search_space("debug"), num_samples=4
+    ... )
     >>> result = run_sweep(options)  # doctest: +SKIP
 """
 
@@ -17,17 +21,25 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
+from pydantic import BaseModel, ConfigDict, Field
 
 from visionops import env, names
-from visionops.config import TrainConfig, config_to_dict, get_field, with_fields, with_run_options
+from visionops.config import (
+    TrainConfig,
+    config_to_dict,
+    get_field,
+    split_url_credentials,
+    with_fields,
+    with_run_options,
+)
 from visionops.distributed.cluster import absolute_tracking_uri, ray_session
 from visionops.errors import VisionOpsError
-from visionops.tracking.client import tracking_client
+from visionops.tracking.client import tracking_client, uri_for_workers
 from visionops.training.checks import check_names
 from visionops.tuning import results as sweep_results
 from visionops.tuning.algorithms import (
@@ -36,6 +48,8 @@ from visionops.tuning.algorithms import (
     create_scheduler,
     create_searcher,
 )
+from visionops.tuning.interrupt import SweepInterrupted, SweepSignals
+from visionops.tuning.presets import DEFAULT_CHANCE_MARGIN
 from visionops.tuning.space import SearchSpace, describe_space
 from visionops.tuning.trainable import check_measurable, run_trial
 
@@ -49,28 +63,37 @@ class TuningError(VisionOpsError):
     """A sweep cannot start, or finished without a usable trial."""
 
 
-@dataclass
-class SweepOptions:
+class SweepOptions(BaseModel):
+    """A sweep's options; the ranges here are the only check of ``visionops tune``'s numeric
+    flags (``config.model_from_flags``), done before Ray starts or any run exists."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not a default
+
     base: TrainConfig  # every trial starts from it; epochs become max_epochs
     space: SearchSpace
     recipe: str = "custom"  # for the record only
     search: SearchName = "optuna"
     scheduler: SchedulerName = "asha"
-    num_samples: int = 8
-    max_epochs: int = 10
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_concurrent_trials: int | None = None  # default: as many as the resources allow
-    grace_period: int = 1  # ASHA: epochs every trial gets before it can be stopped
-    reduction_factor: int = 2  # ASHA/HyperBand: 1/reduction_factor of trials go on per rung
-    max_failures: int = 2  # restarts of a failing trial, each from its last checkpoint
+    num_samples: int = Field(8, ge=1)
+    max_epochs: int = Field(10, ge=1)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    # default: as many as the resources allow
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    grace_period: int = Field(1, ge=1)  # ASHA: epochs every trial gets before it can be stopped
+    # ASHA/HyperBand: 1/reduction_factor of trials go on per rung
+    reduction_factor: int = Field(2, ge=2)
+    max_failures: int = Field(2, ge=0)  # restarts of a failing trial, from its last checkpoint
     seed: int | None = 0  # the searcher's, for reproducible suggestions
-    points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)
+    points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
     address: str | None = None  # an existing Ray cluster; None starts a local one
-    num_cpus: int | None = None  # a local Ray's CPUs (default: all)
+    num_cpus: int | None = Field(None, ge=1)  # a local Ray's CPUs (default: all)
     storage_path: Path = Path("tune-results")
     name: str | None = None  # the sweep's folder under storage_path (default: sweep-<time>)
     register_as: str | None = None  # default: the base config's register_as, else visionops-tuned
+    # The best trial is registered only if its val/accuracy beats chance (1/classes) by this
+    # much: a sweep of bad trials must not move `candidate`. None: register it whatever it is.
+    chance_margin: float | None = Field(DEFAULT_CHANCE_MARGIN, ge=0, lt=1)
 
 
 @dataclass
@@ -82,8 +105,9 @@ class SweepResult:
     best_run_id: str | None
     model_uri: str | None
     registered_model: str | None
-    registered_version: int | None
+    registered_version: int | None  # None: nothing registered (see registration)
     trials: list[sweep_results.TrialSummary]
+    registration: str = ""  # how the best trial compares with chance, registered or not
 
 
 def run_sweep(options: SweepOptions) -> SweepResult:
@@ -93,7 +117,8 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     check_measurable(options.base)
     name = options.name or time.strftime("sweep-%Y%m%d-%H%M%S")
     sweep_dir = options.storage_path.expanduser().resolve() / name
-    tracking_uri = absolute_tracking_uri(options.base)
+    # Saved in the state file and every trial's config: credentials go by environment.
+    tracking_uri = uri_for_workers(absolute_tracking_uri(options.base))
     client = tracking_client(tracking_uri)
     experiment = options.base.tracking.experiment or _default_experiment()
     parent = client.create_run(
@@ -136,55 +161,136 @@ def resume_sweep(sweep_dir: Path, address: str | None = None) -> SweepResult:
     if not state_file.is_file():
         raise TuningError(f"{sweep_dir} has no {SWEEP_STATE}; is it a visionops tune folder?")
     state = json.loads(state_file.read_text())
+    if _drop_credentials(state):  # a state file written before they were kept out of it
+        state_file.write_text(json.dumps(state, indent=2, default=str))
     if address is not None:
         state["options"]["address"] = address
     client = tracking_client(state["tracking_uri"])
-    if client.get_run(state["parent_run_id"]).info.status == "FINISHED":
+    parent = client.get_run(state["parent_run_id"])
+    if parent.info.status == "FINISHED":
         raise TuningError(
             f"the sweep in {sweep_dir} already finished (MLflow run {state['parent_run_id']}); "
             "start a new one instead"
         )
     client.update_run(state["parent_run_id"], "RUNNING")
+    if names.SWEEP_INTERRUPTED_TAG in parent.data.tags:  # it runs again
+        client.delete_tag(state["parent_run_id"], names.SWEEP_INTERRUPTED_TAG)
     return _fit_and_record(state, sweep_dir, space=None)
+
+
+def _drop_credentials(state: dict[str, Any]) -> bool:
+    """Take user info out of the state's tracking URIs (the caller's environment logs in, as
+    for any resumed run); True if there was any."""
+    tracking = state["trial_base"]["tracking"]
+    found = False
+    for holder, key in ((state, "tracking_uri"), (tracking, "tracking_uri")):
+        if holder.get(key):
+            bare = split_url_credentials(holder[key])[0]
+            found = found or bare != holder[key]
+            holder[key] = bare
+    return found
 
 
 def _fit_and_record(
     state: dict[str, Any], sweep_dir: Path, space: SearchSpace | None
 ) -> SweepResult:
-    """Fit (a new sweep with ``space``, else restore the one in ``sweep_dir``), then record."""
+    """Fit (a new sweep with ``space``, else restore the one in ``sweep_dir``), then record.
+
+    Raises:
+        SweepInterrupted: SIGINT or SIGTERM stopped the sweep before its trials ended; the
+            parent run is KILLED (tagged with the signal) and nothing is registered.
+    """
     options = state["options"]
     parent_run_id = state["parent_run_id"]
     client = tracking_client(state["tracking_uri"])
+    pushgateway = state["trial_base"]["tracking"].get("pushgateway")  # older sweeps: none
+    signals = SweepSignals()
     status = "FAILED"
     try:
-        with ray_session(options.get("address"), options.get("num_cpus")):
-            results = _tuner(state, sweep_dir, space).fit()
-        trials = sweep_results.summarize_trials(results, options["max_epochs"])
-        pushgateway = state["trial_base"]["tracking"].get("pushgateway")  # older sweeps: none
-        sweep_results.close_child_runs(client, trials, pushgateway)
-        sweep_results.log_sweep_artifacts(client, parent_run_id, trials)
-        best = sweep_results.best_completed_trial(client, trials)
-        if best is None or best.run_id is None:
-            raise TuningError(
-                f"no trial of the sweep in {sweep_dir} completed with a logged model; "
-                "see the errored trials there"
+        results = None
+        try:
+            with ray_session(options.get("address"), options.get("num_cpus")), signals:
+                results = _tuner(state, sweep_dir, space).fit()
+        except KeyboardInterrupt:
+            pass  # a signal outside Tune's handler, or a second Ctrl-C during its last save
+        except Exception:
+            if signals.received is None:
+                raise
+            # SIGTERM to the whole process group (Airflow's on_kill) stops Ray's own processes
+            # too, and Tune may fail on their way out: still an interrupted sweep.
+            logger.warning("Ray Tune failed while %s stopped it", signals.received, exc_info=True)
+        if (
+            results is None
+            or signals.received
+            or not sweep_results.ran_to_end(results, options["num_samples"])
+        ):
+            status = "KILLED"
+            # Tune's handler took a SIGINT unseen: a sweep cut short without SIGTERM had one.
+            signal_name = signals.received or "SIGINT"
+            sweep_results.end_running_children(client, parent_run_id, pushgateway=pushgateway)
+            if results is not None:
+                sweep_results.mark_stopped_trials(client, results)
+            client.set_tag(parent_run_id, names.SWEEP_INTERRUPTED_TAG, signal_name)
+            raise SweepInterrupted(
+                f"the sweep was interrupted by {signal_name} before its trials ended; nothing "
+                f"was registered. Resume it with: visionops tune --resume {sweep_dir}",
+                signal_name,
             )
-        model_name = options["register_as"]
-        model_uri, version = sweep_results.register_candidate(client, best.run_id, model_name)
-        client.log_metric(parent_run_id, names.BEST_VAL_ACCURACY, best.val_accuracy or 0.0)
-        client.log_metric(parent_run_id, "total_epochs", sum(t.epochs for t in trials))
-        for key, value in {
-            names.BEST_RUN_ID_TAG: best.run_id,
-            names.BEST_TRIAL_TAG: best.trial_id,
-            names.MODEL_URI_TAG: model_uri,
-        }.items():
-            client.set_tag(parent_run_id, key, value)
+        result = _record(client, state, sweep_dir, results, pushgateway)
         status = "FINISHED"
+        return result
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
         client.set_terminated(parent_run_id, status)
+
+
+def _record(
+    client: MlflowClient,
+    state: dict[str, Any],
+    sweep_dir: Path,
+    results: Any,
+    pushgateway: str | None,
+) -> SweepResult:
+    """The finished sweep's trial table and figures on its parent run, and its best trial
+    registered as ``candidate`` if that beats chance by the sweep's margin."""
+    options = state["options"]
+    parent_run_id = state["parent_run_id"]
+    trials = sweep_results.summarize_trials(results, options["max_epochs"])
+    sweep_results.close_child_runs(client, trials, pushgateway)
+    sweep_results.end_running_children(
+        client,
+        parent_run_id,
+        keep={t.run_id for t in trials if t.run_id},
+        tags={names.TRIAL_ABANDONED_TAG: "true"},
+        pushgateway=pushgateway,
+    )
+    sweep_results.log_sweep_artifacts(client, parent_run_id, trials)
+    best = sweep_results.best_completed_trial(client, trials)
+    if best is None or best.run_id is None:
+        raise TuningError(
+            f"no trial of the sweep in {sweep_dir} completed with a logged model; "
+            "see the errored trials there"
+        )
+    model_name = options["register_as"]
+    # A state file older than the margin: the default one.
+    margin = options.get("chance_margin", DEFAULT_CHANCE_MARGIN)
+    worth, registration = sweep_results.worth_registering(client, best, margin)
+    version = None
+    if worth:
+        model_uri, version = sweep_results.register_candidate(client, best.run_id, model_name)
+    else:
+        model_uri = client.get_run(best.run_id).data.tags[names.MODEL_URI_TAG]
+        client.set_tag(parent_run_id, names.SWEEP_NOT_REGISTERED_TAG, registration)
+    client.log_metric(parent_run_id, names.BEST_VAL_ACCURACY, best.val_accuracy or 0.0)
+    client.log_metric(parent_run_id, "total_epochs", sum(t.epochs for t in trials))
+    for key, value in {
+        names.BEST_RUN_ID_TAG: best.run_id,
+        names.BEST_TRIAL_TAG: best.trial_id,
+        names.MODEL_URI_TAG: model_uri,
+    }.items():
+        client.set_tag(parent_run_id, key, value)
     return SweepResult(
         parent_run_id=parent_run_id,
         sweep_dir=sweep_dir,
@@ -192,9 +298,10 @@ def _fit_and_record(
         best_metric=best.val_accuracy,
         best_run_id=best.run_id,
         model_uri=model_uri,
-        registered_model=model_name,
+        registered_model=model_name if worth else None,
         registered_version=version,
         trials=trials,
+        registration=registration,
     )
 
 
@@ -208,7 +315,8 @@ def _tuner(state: dict[str, Any], sweep_dir: Path, space: SearchSpace | None) ->
         {"cpu": options["cpus_per_trial"], "gpu": options["gpus_per_trial"]},
     )
     if space is None:
-        # The searcher's and scheduler's state come back from the sweep folder.
+        # The searcher's state comes back from Tune's snapshot in the sweep folder; ASHA's,
+        # which Tune does not keep (ray#30838), from its own file there (persisted_scheduler).
         return tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_errored=True)
 
     parallel = _parallel_trials(ray.cluster_resources(), options)
@@ -223,6 +331,7 @@ def _tuner(state: dict[str, Any], sweep_dir: Path, space: SearchSpace | None) ->
             options["max_epochs"],
             options["grace_period"],
             options["reduction_factor"],
+            sweep_dir,
         ),
         num_samples=options["num_samples"],
         # A trial then starts in the previous trial's worker process instead of a new one
@@ -288,7 +397,7 @@ def _experiment_id(client: MlflowClient, name: str) -> str:
 
 def _options_record(options: SweepOptions, name: str) -> dict[str, Any]:
     """The options as plain JSON (the base config travels separately, as the trial base)."""
-    record = asdict(options)
+    record = {key: getattr(options, key) for key in SweepOptions.model_fields}
     record.pop("base")
     record.pop("space")
     record.update(name=name, storage_path=str(options.storage_path))
@@ -312,6 +421,7 @@ def _sweep_params(options: SweepOptions) -> list[Any]:
         "grace_period": options.grace_period,
         "reduction_factor": options.reduction_factor,
         "max_failures": options.max_failures,
+        "chance_margin": options.chance_margin,
         **{f"space.{k}": v for k, v in describe_space(options.space).items()},
     }
     return [Param(key, str(value)) for key, value in values.items()]
