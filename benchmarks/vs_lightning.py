@@ -58,7 +58,6 @@ def make_config(args: argparse.Namespace, root: Path) -> TrainConfig:
         data = {"dataset": "synthetic", "synthetic_size": args.images}
     else:
         data = {"dataset": "imagefolder", "data_dir": args.data_dir}
-    warmup = recipe.optim.warmup_epochs or 0.0
     return TrainConfig(
         epochs=args.epochs,
         device="cpu",
@@ -74,10 +73,8 @@ def make_config(args: argparse.Namespace, root: Path) -> TrainConfig:
             "num_workers": args.num_workers,
         },
         model={"name": args.model, "width_multiplier": args.width},
-        # The recipe's warm-up is a fraction of its schedule: keep the fraction.
-        optim=recipe.optim.model_copy(
-            update={"warmup_epochs": warmup / recipe.epochs * args.epochs}
-        ),
+        # The recipe's warm-up is a share of the run (warmup_fraction): it scales with epochs.
+        optim=recipe.optim,
         tracking={
             "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
             "experiment": "vs-lightning",

@@ -225,7 +225,7 @@ EOF
 
 # Sets DEPS_MISSING. Installs the carried wheels of .whl/ first when they are needed.
 probe_deps() {
-    local modules=(pydantic dotenv mlflow.tracking visionops.training visionops.cli.commands)
+    local modules=(pydantic dotenv mlflow.tracking visionops.training visionops.cli.parser)
     local site=$WORK/site missing wheels=()
     missing=$(missing_module "${modules[@]}")
     if [[ -d $VISIONOPS_REPO_ROOT/.whl ]]; then

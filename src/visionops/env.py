@@ -139,6 +139,13 @@ MLFLOW_EXPERIMENT_NAME = EnvVar(
 MLFLOW_EXPERIMENT_ID = EnvVar(
     "MLFLOW_EXPERIMENT_ID", _text, None, "Experiment of new runs, by id (after the name)."
 )
+MLFLOW_RUN_ID = EnvVar(
+    "MLFLOW_RUN_ID",
+    _text,
+    None,
+    "The project run MLflow Projects hand their command (`mlflow run`): `visionops evaluate` "
+    "nests its run under it.",
+)
 
 # --- MLflow's client retries: long-running commands set them (set_short_retry_policy) ---------
 MLFLOW_HTTP_REQUEST_MAX_RETRIES = EnvVar(
@@ -196,6 +203,13 @@ MLFLOW_ARTIFACTS_PROGRESS_BAR = EnvVar(
     None,
     "MLflow's download progress bars; the CLI sets it to false unless set, so a command's "
     "output is its own lines.",
+)
+MLFLOW_LOGGING_LEVEL = EnvVar(
+    "MLFLOW_LOGGING_LEVEL",
+    _text,
+    None,
+    "MLflow's log level; the CLI sets it to WARNING unless set, so MLflow's INFO lines (store "
+    "migrations, system metrics) stay out of a command's output.",
 )
 MLFLOW_FLASK_SERVER_SECRET_KEY = EnvVar(
     "MLFLOW_FLASK_SERVER_SECRET_KEY",

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from benchmark_scripts import BENCHMARKS, load_benchmark
 
+from visionops.config import warmup_epochs_for
 from visionops.data.transforms import build_transform
 from visionops.recipes import get_recipe
 
@@ -102,8 +103,10 @@ def test_both_sides_get_the_recipes_optimizer_with_per_image_augmentation(tmp_pa
     assert cfg.optim.lr == recipe.optim.lr
     assert cfg.optim.norm_lr_scale == recipe.optim.norm_lr_scale
     # Warm-up keeps the recipe's share of the schedule.
-    assert recipe.optim.warmup_epochs is not None
-    assert cfg.optim.warmup_epochs == pytest.approx(recipe.optim.warmup_epochs / recipe.epochs * 2)
+    assert recipe.optim.warmup_fraction is not None
+    assert warmup_epochs_for(cfg.optim, cfg.epochs) == pytest.approx(
+        recipe.optim.warmup_fraction * 2
+    )
     dataset = vs_lightning.make_config(arguments(synthetic=False, data_dir="imgs"), tmp_path).data
     assert (dataset.dataset, str(dataset.data_dir)) == ("imagefolder", "imgs")
 

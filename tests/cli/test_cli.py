@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,18 +28,21 @@ def _visionops(*argv: str, cwd: Path | None = None, **env: str) -> subprocess.Co
     )
 
 
+@pytest.mark.integration
 def test_models_lists_the_registry_as_json() -> None:
     done = _visionops("models", "--json")
     assert done.returncode == 0
-    names = [m["name"] for m in json.loads(done.stdout.splitlines()[-1])["models"]]
+    names = [m["name"] for m in json.loads(done.stdout)["models"]]
     assert names == ["airbench", "mobilenet_v3_large", "mobilenet_v3_small", "resnet18", "resnet9"]
-    assert "resnet18" in done.stdout.splitlines()[3]
+    # The readable table goes to stderr, its columns as wide as their widest entry.
+    assert done.stderr.splitlines()[3].startswith("resnet18            torchvision ResNet-18")
 
 
+@pytest.mark.integration
 def test_datasets_are_listed_with_whether_they_can_be_cached() -> None:
     done = _visionops("datasets", "--json")
     assert done.returncode == 0, done.stderr
-    listed = json.loads(done.stdout.splitlines()[-1])["datasets"]
+    listed = json.loads(done.stdout)["datasets"]
     assert [d["name"] for d in listed] == ["cifar10", "imagefolder", "synthetic"]
     assert {d["name"]: d["cacheable"] for d in listed} == {
         "cifar10": True,
@@ -48,10 +52,11 @@ def test_datasets_are_listed_with_whether_they_can_be_cached() -> None:
     assert all(d["description"] for d in listed)
 
 
+@pytest.mark.integration
 def test_recipes_and_augmentations_are_listed() -> None:
-    recipes = json.loads(_visionops("recipes", "--json").stdout.splitlines()[-1])["recipes"]
+    recipes = json.loads(_visionops("recipes", "--json").stdout)["recipes"]
     assert {"default", "quickstart", "debug", "cifar10-fast"} <= {r["name"] for r in recipes}
-    listed = json.loads(_visionops("augmentations", "--json").stdout.splitlines()[-1])
+    listed = json.loads(_visionops("augmentations", "--json").stdout)
     by_name = {a["name"]: a for a in listed["augmentations"]}
     assert list(by_name) == sorted(by_name)
     assert by_name["random_crop"]["loaders"] == ["device", "classic"]
@@ -114,6 +119,7 @@ def test_user_errors_are_one_line_with_exit_code_2(
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.integration
 def test_a_user_error_exits_2_without_a_traceback(tmp_path: Path) -> None:
     done = _visionops("train", "--model", "vgg", cwd=tmp_path)
     assert done.returncode == 2
@@ -124,19 +130,21 @@ def test_a_user_error_exits_2_without_a_traceback(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_train_then_evaluate_as_json(tmp_path: Path) -> None:
+def test_train_then_evaluate_as_json(
+    new_tracking_store: Callable[..., str], tmp_path: Path
+) -> None:
     env = {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "MLFLOW_TRACKING_URI": new_tracking_store(tmp_path, "mlflow.db"),
         "MLFLOW_EXPERIMENT_NAME": "from-env",
     }
     trained = _visionops(
         "train", "--recipe", "debug", "--register-as", "cli-model", "--json", cwd=tmp_path, **env
     )
     assert trained.returncode == 0, trained.stderr
-    result = json.loads(trained.stdout.splitlines()[-1])
+    result = json.loads(trained.stdout)
     assert result["registered_model"] == {"name": "cli-model", "version": 1}
     assert result["model_uri"].startswith("models:/")
-    assert "mlflow ui --backend-store-uri sqlite:///" in trained.stdout
+    assert "mlflow ui --backend-store-uri sqlite:///" in trained.stderr
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     run = client.get_run(result["run_id"])
     assert (
@@ -148,7 +156,7 @@ def test_train_then_evaluate_as_json(tmp_path: Path) -> None:
         "evaluate", "--model-uri", "models:/cli-model/1", "--json", cwd=tmp_path, **env
     )
     assert evaluated.returncode == 0, evaluated.stderr
-    report = json.loads(evaluated.stdout.splitlines()[-1])
+    report = json.loads(evaluated.stdout)
     # Same model, same validation split as the training run: the same accuracy.
     assert report["metrics"]["accuracy"] == pytest.approx(result["metrics"][names.VAL_ACCURACY])
     assert report["num_images"] == 40 and len(report["confusion_matrix"]) == 10

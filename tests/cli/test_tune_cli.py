@@ -54,9 +54,9 @@ def test_a_sweep_whose_best_trial_does_not_beat_chance_registers_nothing(
     # No trial of the debug recipe gets 95 points above chance in an epoch.
     assert main(["tune", *flags, "--chance-margin", "0.95", "--json"]) == 0
 
-    *lines, last = capsys.readouterr().out.strip().splitlines()
-    payload = json.loads(last)
-    (why,) = [line for line in lines if line.startswith("not registered:")]
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)  # stdout is the JSON alone, the readable lines on stderr
+    (why,) = [line for line in captured.err.splitlines() if line.startswith("not registered:")]
     assert "does not beat chance (0.1000, 10 classes) by the margin 0.95" in why
     assert why.endswith("candidate is unchanged")
     assert payload["registered_model"] is None and payload["not_registered"] in why
@@ -81,7 +81,6 @@ def test_a_sweep_whose_best_trial_does_not_beat_chance_registers_nothing(
 )
 def test_a_numeric_flag_out_of_range_is_refused_before_any_work(
     tmp_path: Path,
-    tracking_uri: str,
     capsys: pytest.CaptureFixture[str],
     flag: str,
     value: str,
@@ -89,6 +88,8 @@ def test_a_numeric_flag_out_of_range_is_refused_before_any_work(
 ) -> None:
     storage = tmp_path / "sweeps"
     argv = ["tune", "--preset", "quick", flag, value, "--name", "s"]
+    # A store path not created beforehand (as the tracking_uri fixture does), to see none made.
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     argv += ["--tracking-uri", tracking_uri, "--storage-path", str(storage)]
     assert main(argv) == EXIT_USER_ERROR
 

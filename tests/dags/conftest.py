@@ -3,12 +3,16 @@ database and MLflow store in a temporary folder, the DAGs of dags/ in local mode
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from dags_fixtures import AIRFLOW_BIN, DAGS_FOLDER, VISIONOPS, Airflow, base_environment
 
 
 @pytest.fixture(scope="session")
-def airflow(tmp_path_factory: pytest.TempPathFactory) -> Airflow:
+def airflow(
+    new_tracking_store: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
+) -> Airflow:
     """A migrated Airflow home whose DAGs are serialized (``airflow dags test`` needs both)."""
     if not (AIRFLOW_BIN / "airflow").exists():
         pytest.skip(
@@ -18,7 +22,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Airflow:
     home, work, logs = base / "home", base / "work", base / "logs"
     for folder in (home, work, logs):
         folder.mkdir()
-    tracking_uri = f"sqlite:///{base / 'mlflow.db'}"
+    tracking_uri = new_tracking_store(base, "mlflow.db")
     env = {
         **base_environment(),
         "AIRFLOW_HOME": str(home),

@@ -740,27 +740,27 @@ def test_cli_caches_then_reuses_then_lists(
         "--json",
     ]
     assert main(argv) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()  # with --json the readable lines are on stderr
     created = _last_json(out)
     assert created["reused"] is False
     assert created["num_images"] == {"train": 12}
     assert created["nbytes"] == 12 * 3 * SIZE * SIZE
     assert Path(created["location"]).parent == cache_dir
-    assert out.splitlines()[0] == f"created {created['location']}"
-    assert "  train: 12 images" in out.splitlines()
+    assert err.splitlines()[0] == f"created {created['location']}"
+    assert "  train: 12 images" in err.splitlines()
     assert (Path(created["location"]) / "train_images.npy").is_file()
 
     assert main(argv) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     reused = _last_json(out)
     assert reused["reused"] is True
     assert reused["location"] == created["location"]
     assert reused["key"] == created["key"]
     assert reused["num_images"] == {"train": 12}
-    assert out.splitlines()[0] == f"reused {created['location']}"
+    assert err.splitlines()[0] == f"reused {created['location']}"
 
     assert main(["data", "cache", "--cache-dir", str(cache_dir), "--list", "--json"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     listing = _last_json(out)
     assert len(listing["entries"]) == 1
     entry = listing["entries"][0]
@@ -768,7 +768,7 @@ def test_cli_caches_then_reuses_then_lists(
     assert sum(entry["splits"].values()) == 12
     assert entry["path"] == created["location"]
     assert entry["source"] == str(data_dir.resolve())
-    assert "12 images" in out.splitlines()[0]
+    assert "12 images" in err.splitlines()[0]
 
     # The cache the CLI wrote is the one training reads.
     data = build_data(image_cfg(data_dir, cache_dir, cache="auto"), seed=0)
@@ -781,9 +781,9 @@ def test_cli_list_of_an_empty_cache(
     tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["data", "cache", "--cache-dir", str(cache_dir), "--list", "--json"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert _last_json(out) == {"entries": []}
-    assert out.splitlines()[0] == f"no cached datasets in {cache_dir}"
+    assert err.splitlines()[0] == f"no cached datasets in {cache_dir}"
     assert not cache_dir.exists()
 
 

@@ -95,7 +95,7 @@ def _register_tiny_model() -> None:
         registry.register_model(MODEL, "BN-free test network")(_tiny_net)
 
 
-def _config(root: Path, **fields: Any) -> TrainConfig:
+def _config(new_tracking_store: Callable[..., str], root: Path, **fields: Any) -> TrainConfig:
     """One epoch of 6 steps, deterministic fp32 on CPU, tracked in ``root``'s own store."""
     base = TrainConfig(
         epochs=1,
@@ -124,7 +124,7 @@ def _config(root: Path, **fields: Any) -> TrainConfig:
             warmup_epochs=0.5,
         ),
         tracking=TrackingConfig(
-            tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+            tracking_uri=new_tracking_store(root, "mlflow.db"),
             experiment="ddp-equivalence",
             log_every_n_steps=1,
             system_metrics=False,

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,13 +40,15 @@ class Teacher:
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory: pytest.TempPathFactory) -> Teacher:
+def teacher(
+    new_tracking_store: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
+) -> Teacher:
     """Twice the student's width, trained for an epoch and registered."""
     from visionops.recipes import get_recipe
     from visionops.training import train
 
     root = tmp_path_factory.mktemp("distill")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_tracking_store(root, "mlflow.db")
     cfg = with_fields(
         get_recipe("debug"),
         epochs=1,

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +44,13 @@ def _visionops(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Complet
 
 
 @pytest.mark.integration
-def test_fast_recipe_on_an_image_folder(tmp_path: Path) -> None:
+def test_fast_recipe_on_an_image_folder(
+    new_tracking_store: Callable[..., str], tmp_path: Path
+) -> None:
     _write_tree(tmp_path / "images", per_class=12)
     cache_dir = tmp_path / "cache"
     env = {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "MLFLOW_TRACKING_URI": new_tracking_store(tmp_path, "mlflow.db"),
         "VISIONOPS_CACHE_DIR": str(cache_dir),
     }
     trained = _visionops(

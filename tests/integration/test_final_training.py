@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,9 @@ class FinalRun:
 
 
 @pytest.fixture(scope="module")
-def final_run(tmp_path_factory: pytest.TempPathFactory) -> FinalRun:
+def final_run(
+    new_tracking_store: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
+) -> FinalRun:
     root = tmp_path_factory.mktemp("final")
     write_banded_tree(root / "images" / "train", TRAIN_PER_CLASS, seed=0)
     write_banded_tree(root / "images" / "test", TEST_PER_CLASS, seed=1)
@@ -68,7 +71,7 @@ def final_run(tmp_path_factory: pytest.TempPathFactory) -> FinalRun:
         deterministic=True,  # so the resume below must reproduce the run exactly
         keep_checkpoints=10,
         register_as=MODEL_NAME,
-        tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        tracking_uri=new_tracking_store(root, "mlflow.db"),
         experiment="final-training",
         output_dir=str(root / "outputs"),
     )
@@ -164,7 +167,7 @@ def test_it_resumes_from_its_checkpoint(
     last.unlink()  # as if the run had died during its last epoch
 
     with caplog.at_level(logging.INFO, logger="visionops"):
-        resumed = train(with_fields(final_run.cfg, resume=str(first.run_dir)))
+        resumed = train(final_run.cfg, resume=first.run_dir)
 
     assert any(str(after_first_epoch) in r.getMessage() for r in caplog.records)
     assert not [r for r in caplog.records if UNMEASURED in r.getMessage()]  # it has a test split

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ _TIMEOUT_S = 600  # the machine may be busy; the run itself takes about a minute
 
 
 @pytest.fixture
-def ray_env(tmp_path: Path) -> Any:
+def ray_env(new_tracking_store: Callable[..., str], tmp_path: Path) -> Any:
     """The CLI's environment: its own home and Ray temp folder, this test's tracking store."""
     # Short on purpose: Ray puts Unix sockets under it (at most 107 bytes a path).
     ray_tmp = tempfile.mkdtemp(prefix="vo-ray-")
@@ -45,7 +46,7 @@ def ray_env(tmp_path: Path) -> Any:
         **os.environ,
         "HOME": str(home),
         "RAY_TMPDIR": ray_tmp,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "MLFLOW_TRACKING_URI": new_tracking_store(tmp_path, "mlflow.db"),
         # Starting workers that import torch takes a while on a busy machine (default 60 s).
         "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",
     }

@@ -76,8 +76,10 @@ def _final_state(run_dir: Path) -> dict:
     return ckpt.load_checkpoint(ckpt.list_checkpoints(run_dir)[0])
 
 
-def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path: Path) -> None:
-    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_sigkill_mid_epoch_then_resume_is_bit_exact(
+    new_tracking_store: Callable[..., str], tmp_path: Path
+) -> None:
+    tracking_uri = new_tracking_store(tmp_path, "mlflow.db")
     reference = _finish(_command(tracking_uri, tmp_path / "reference"))
 
     crashed_dir = tmp_path / "crashed"
@@ -113,8 +115,10 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path: Path) -> None:
         assert len(steps) == len(set(steps)), f"{key} has a step logged twice"
 
 
-def test_sigint_checkpoints_marks_the_run_killed_and_resumes(tmp_path: Path) -> None:
-    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_sigint_checkpoints_marks_the_run_killed_and_resumes(
+    new_tracking_store: Callable[..., str], tmp_path: Path
+) -> None:
+    tracking_uri = new_tracking_store(tmp_path, "mlflow.db")
     outputs = tmp_path / "outputs"
     code, stderr = _run_until(
         _command(tracking_uri, outputs, "--checkpoint-every-n-steps", "0"),

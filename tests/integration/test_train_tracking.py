@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -28,7 +29,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, object, Path]:
+def trained(
+    new_tracking_store: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[TrainConfig, object, Path]:
     root = tmp_path_factory.mktemp("train")
     mlflow.set_system_metrics_sampling_interval(1)
     cfg = TrainConfig(
@@ -43,7 +46,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, obje
         # Values other than the defaults, so the params check below sees the ones given.
         optim={"lr": 0.05, "warmup_epochs": 1, "label_smoothing": 0.1},
         tracking={
-            "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+            "tracking_uri": new_tracking_store(root, "mlflow.db"),
             "experiment": "integration",
             "register_as": "tiny-classifier",
             "log_every_n_steps": 5,

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visionops.cli.commands import train_config
+from visionops.cli.commands.train import train_config
 from visionops.cli.parser import build_parser
 from visionops.config import OptimConfig
 from visionops.errors import ConfigError

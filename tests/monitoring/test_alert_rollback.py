@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -71,11 +71,13 @@ class AlertRegistry:
 
 
 @pytest.fixture(scope="module")
-def alert_registry(tmp_path_factory: pytest.TempPathFactory) -> AlertRegistry:
+def alert_registry(
+    new_tracking_store: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
+) -> AlertRegistry:
     root = tmp_path_factory.mktemp("alert-registry")
     (root / "model").mkdir()
     (root / "model" / "MLmodel").write_text("flavors: {}\n")  # promote checks the files exist
-    return AlertRegistry(f"sqlite:///{root / 'mlflow.db'}", str(root / "model"))
+    return AlertRegistry(new_tracking_store(root, "mlflow.db"), str(root / "model"))
 
 
 @pytest.fixture

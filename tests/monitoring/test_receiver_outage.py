@@ -14,7 +14,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -141,9 +141,9 @@ def test_a_down_or_hung_tracking_server_is_a_503_within_seconds_blocking_nothing
 
 
 def test_a_refused_token_is_logged_as_missing_wrong_or_not_a_bearer_token_never_shown(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    new_tracking_store: Callable[..., str], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = create_app(AlertRollback(ALIAS, f"sqlite:///{tmp_path / 'mlflow.db'}"), TOKEN)
+    app = create_app(AlertRollback(ALIAS, new_tracking_store(tmp_path, "mlflow.db")), TOKEN)
     client = TestClient(app)
     wrong = "wrong-token-0123456789"
     headers: dict[str, dict[str, str]] = {

@@ -259,8 +259,10 @@ def _in_alertmanager(alertmanager: str) -> list[dict[str, Any]]:
     return [a for a in alerts if a["labels"]["alertname"] == ALERT]
 
 
-def test_a_failing_production_version_is_rolled_back_by_its_alert(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_a_failing_production_version_is_rolled_back_by_its_alert(
+    new_tracking_store: Callable[..., str], tmp_path: Path
+) -> None:
+    uri = new_tracking_store(tmp_path, "mlflow.db")
     register_versions(uri)
     client = MlflowClient(uri)
     ports = {name: free_port() for name in ("serve", "receiver", "alertmanager", "prometheus")}

@@ -6,6 +6,7 @@ accuracy comparisons between variants mean something.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,14 @@ from visionops.optimize.method import OptimizeContext
 
 
 @pytest.fixture(scope="session")
-def trained_source(tmp_path_factory: pytest.TempPathFactory) -> TrainedSource:
+def trained_source(
+    new_tracking_store: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
+) -> TrainedSource:
     from visionops.recipes import get_recipe
     from visionops.training import train
 
     root = tmp_path_factory.mktemp("optimize-source")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_tracking_store(root, "mlflow.db")
     cfg = with_fields(
         get_recipe("debug"),
         epochs=3,

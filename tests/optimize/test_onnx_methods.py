@@ -16,8 +16,9 @@ from onnx import numpy_helper
 from optimize_fixtures import TrainedSource, make_context
 
 import visionops.optimize.methods  # noqa: F401 - registers the methods
+from visionops.data import split_images
 from visionops.optimize.export import export_onnx
-from visionops.optimize.method import METHODS, OptimizeContext, split_images
+from visionops.optimize.method import METHODS, OptimizeContext
 from visionops.optimize.methods import int8_static, openvino
 from visionops.optimize.runtimes import load_predictor
 from visionops.optimize.variant import Variant

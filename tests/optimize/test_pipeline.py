@@ -193,8 +193,7 @@ def test_a_failing_method_is_a_skipped_row_and_registers_nothing(
 def test_every_method_end_to_end_and_registered_variants_load_through_mlflow(
     trained_source: TrainedSource, tmp_path: Path
 ) -> None:
-    from visionops.data import build_data
-    from visionops.optimize.method import split_images
+    from visionops.data import build_data, split_images
     from visionops.optimize.options import DEFAULT_METHODS
     from visionops.tracking.model_logging import load_pytorch_model
 

@@ -10,7 +10,8 @@ from torch import nn
 
 import visionops.optimize.methods  # noqa: F401  (every method registers itself)
 from visionops import names
-from visionops.optimize.method import METHODS, OptimizeContext, split_images
+from visionops.data import split_images
+from visionops.optimize.method import METHODS, OptimizeContext
 from visionops.optimize.runtimes import load_predictor
 from visionops.optimize.variant import Variant, count_parameters
 

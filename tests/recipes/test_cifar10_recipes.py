@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from visionops import names
-from visionops.config import TrainConfig, with_fields
+from visionops.config import TrainConfig, warmup_epochs_for, with_fields
 from visionops.data.transforms import get_augmentation
 from visionops.models import create_model
 from visionops.recipes import get_recipe, list_recipes
@@ -36,7 +36,7 @@ def test_cifar10_recipe_is_a_valid_config(name: str, model: str) -> None:
     assert cfg.data.dataset == "cifar10"
     assert cfg.model.name == model
     assert cfg.data.tta in ("flip", "flip_shift")
-    assert cfg.optim.warmup_epochs < cfg.epochs
+    assert warmup_epochs_for(cfg.optim, cfg.epochs) < cfg.epochs
     # Every augmentation of the recipe has an implementation for the loader it will get.
     for name_ in cfg.data.augmentations:
         augmentation = get_augmentation(name_)
@@ -57,7 +57,7 @@ def test_cifar10_fast_is_airbench94() -> None:
     assert optim.weight_decay == pytest.approx(0.0153 / 1.5 / (1 + 1 / 0.15))
     assert optim.norm_lr_scale == 64.0 and optim.norm_weight_decay
     assert optim.schedule == "onecycle"
-    assert optim.warmup_epochs / cfg.epochs == pytest.approx(0.23)
+    assert optim.warmup_epochs is None and optim.warmup_fraction == 0.23  # scales with epochs
     assert (optim.lr_start_fraction, optim.lr_end_fraction) == (0.2, 0.07)
     assert optim.label_smoothing == 0.2
 
@@ -74,11 +74,11 @@ def test_cifar10_accurate_is_cifar10_fast_wider_and_longer() -> None:
     assert accurate.optim.lr * accurate.optim.weight_decay == pytest.approx(
         fast.optim.lr * fast.optim.weight_decay
     )
-    assert accurate.optim.warmup_epochs / accurate.epochs == pytest.approx(0.23, abs=0.01)
+    assert warmup_epochs_for(accurate.optim, accurate.epochs) == pytest.approx(0.23 * 15)
     # Everything else is the fast recipe's.
     same = {"epochs", "model", "optim"}
     assert accurate.model_dump(exclude=same) == fast.model_dump(exclude=same)
-    unchanged = {"lr", "weight_decay", "warmup_epochs"}
+    unchanged = {"lr", "weight_decay"}
     assert accurate.optim.model_dump(exclude=unchanged) == fast.optim.model_dump(exclude=unchanged)
 
 

@@ -7,6 +7,7 @@ aliases loads nothing, but an alias moves only to a version whose model files ex
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,8 @@ MODEL = "aliased-clf"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> str:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def store(new_tracking_store: Callable[..., str], tmp_path: Path) -> str:
+    uri = new_tracking_store(tmp_path, "mlflow.db")
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "MLmodel").write_text("flavors: {}\n")
     client = MlflowClient(uri)

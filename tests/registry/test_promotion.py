@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -80,9 +81,11 @@ class Store:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+def store(
+    new_tracking_store: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
+) -> Store:
     root = tmp_path_factory.mktemp("registry")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_tracking_store(root, "mlflow.db")
     cfg = with_fields(
         get_recipe("debug"),
         tracking_uri=uri,

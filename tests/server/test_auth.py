@@ -385,11 +385,11 @@ def test_grant_is_idempotent_and_accepts_ids_models_and_revoke(shared_stack, adm
     # first version (as mlflow.register_model does: create the model, then a version) keeps
     # EDIT instead of becoming its manager by MLflow's creator rule.
     model = unique("vision-classifier")
-    code, out, _ = admin_cli([*base, "--model", model, "--permission", "EDIT"], capsys)
+    code, out, err = admin_cli([*base, "--model", model, "--permission", "EDIT"], capsys)
     assert code == 0
     payload = json.loads(out.splitlines()[-1])
     assert (payload["resource_exists"], payload["model_created"]) == (False, True)
-    assert f"created the registered model {model!r} (no versions yet)" in out
+    assert f"created the registered model {model!r} (no versions yet)" in err
     model_api = f"{API}/registered-models"
     created = call(shared_stack, "POST", f"{model_api}/create", user, json={"name": model})
     assert created.json()["error_code"] == "RESOURCE_ALREADY_EXISTS"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import mlflow
@@ -65,7 +65,11 @@ def server_run(stack, run_id: str) -> requests.Response:  # type: ignore[no-unty
 
 
 def test_dotenv_switches_the_same_command_from_local_to_the_team_server(
-    shared_stack, tmp_path: Path, capsys: pytest.CaptureFixture[str], fresh_process_state: None
+    new_tracking_store: Callable[..., str],
+    shared_stack,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    fresh_process_state: None,
 ) -> None:
     # A team member's account, as an admin would create it.
     username, password = f"ml-{uuid.uuid4().hex[:8]}", f"pw-{uuid.uuid4().hex}"
@@ -89,7 +93,7 @@ def test_dotenv_switches_the_same_command_from_local_to_the_team_server(
         str(tmp_path / "outputs"),
         "--json",
     ]
-    local = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    local = MlflowClient(tracking_uri=new_tracking_store(tmp_path, "mlflow.db"))
 
     # No .env, nothing exported: MLflow's default store, ./mlflow.db.
     local_run_id = train(argv, capsys)

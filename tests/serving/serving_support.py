@@ -91,11 +91,13 @@ def _train(root: Path, seed: int, uri: str) -> TrainConfig:
 
 
 @pytest.fixture(scope="session")
-def served_registry(tmp_path_factory: pytest.TempPathFactory) -> ServedRegistry:
+def served_registry(
+    new_tracking_store: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
+) -> ServedRegistry:
     from visionops.data import build_data
 
     root = tmp_path_factory.mktemp("serving-registry")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_tracking_store(root, "mlflow.db")
     config = _train(root, 0, uri)
     _train(root, 1, uri)
     data = build_data(config.data, config.seed)

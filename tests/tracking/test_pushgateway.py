@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from visionops import names
-from visionops.cli.commands import train_config
+from visionops.cli.commands.train import train_config
 from visionops.cli.parser import build_parser
 from visionops.config import TrainConfig, flatten_config, redact_url, with_fields
 from visionops.errors import ConfigError

@@ -31,9 +31,9 @@ from visionops.tracking.spool import MetricSpool, SpooledBatch, spool_folder
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+def store(new_tracking_store: Callable[..., str], tmp_path_factory: pytest.TempPathFactory) -> str:
     """One sqlite store for the module: creating one takes seconds on a loaded machine."""
-    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+    return new_tracking_store(tmp_path_factory.mktemp("store"), "mlflow.db")
 
 
 @pytest.fixture

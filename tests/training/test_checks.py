@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from visionops.cli.commands import train_config
+from visionops.cli.commands.train import train_config
 from visionops.cli.parser import build_parser
 from visionops.config import TrainConfig, with_fields
 from visionops.errors import ConfigError

@@ -8,6 +8,7 @@ the tests that inspect it.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from visionops import names
-from visionops.cli.parser import build_parser, config_overrides
+from visionops.cli.config_flags import config_overrides
+from visionops.cli.parser import build_parser
 from visionops.config import TrainConfig, resolve_config, with_fields
 from visionops.errors import ConfigError
 from visionops.recipes import get_recipe
@@ -71,13 +73,15 @@ def test_the_train_command_has_a_compile_flag(capsys: pytest.CaptureFixture[str]
 
 
 @pytest.fixture(scope="module")
-def compiled_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, TrainResult]:
+def compiled_run(
+    new_tracking_store: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[TrainConfig, TrainResult]:
     """The debug recipe trained compiled, with TTA, its model logged; checkpoints after both
     epochs."""
     root = tmp_path_factory.mktemp("compiled")
     cfg = with_fields(
         get_recipe("debug"),
-        tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        tracking_uri=new_tracking_store(root, "mlflow.db"),
         output_dir=str(root / "outputs"),
         experiment="tests",
         compile="on",
@@ -155,7 +159,7 @@ def test_a_compiled_run_resumes_compiled_or_not(
     finished = ckpt.load_checkpoint(newest)
 
     resumed = train(
-        with_fields(cfg, compile=setting, log_model=False, resume=str(after_first_epoch))
+        with_fields(cfg, compile=setting, log_model=False), resume=str(after_first_epoch)
     )
 
     assert resumed.run_id == result.run_id and resumed.epochs_completed == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ def test_resume_skips_a_corrupt_newest_checkpoint(
     newest.write_bytes(newest.read_bytes()[:100])
 
     with caplog.at_level(logging.WARNING):
-        again = train(with_fields(cfg, resume=str(first.run_dir)))
+        again = train(cfg, resume=first.run_dir)
 
     assert any(
         newest.name in r.getMessage() and "previous" in r.getMessage() for r in caplog.records
@@ -55,24 +56,28 @@ def test_resume_refuses_a_changed_configuration(tiny_config: TrainConfig) -> Non
     cfg = with_fields(tiny_config, epochs=1, warmup_epochs=0.5, log_model=False)
     first = train(cfg)
     with pytest.raises(ConfigError, match=r"these fields differ: lr: 0.05 -> 0.5"):
-        train(with_fields(cfg, lr=0.5, resume=first.run_id))
+        train(with_fields(cfg, lr=0.5), resume=first.run_id)
     # Run options (fields that do not change what is computed) may differ.
     resumed = train(
         with_fields(
             cfg,
-            resume=first.run_id,
             num_workers=1,
             device="cpu",
             log_every_n_steps=5,
             keep_checkpoints=1,
             system_metrics=True,
-        )
+        ),
+        resume=first.run_id,
     )
     assert resumed.run_id == first.run_id
 
 
 def test_training_leaves_the_process_tracking_uri_to_the_user(
-    tiny_config: TrainConfig, tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    new_tracking_store: Callable[..., str],
+    tiny_config: TrainConfig,
+    tracking_uri: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import os
 
@@ -87,7 +92,7 @@ def test_training_leaves_the_process_tracking_uri_to_the_user(
         first = train(cfg)
         assert not mlflow.is_tracking_uri_set() and "MLFLOW_TRACKING_URI" not in os.environ
         # The user's own setting: the same afterwards, and the run still in the config's store.
-        users = f"sqlite:///{tmp_path / 'users-own.db'}"
+        users = new_tracking_store(tmp_path, "users-own.db")
         mlflow.set_tracking_uri(users)
         second = train(with_fields(cfg, output_dir=str(tmp_path / "second")))
         assert mlflow.get_tracking_uri() == users == os.environ["MLFLOW_TRACKING_URI"]
@@ -103,7 +108,7 @@ def test_resume_without_checkpoints_is_an_error(tiny_config: TrainConfig, tmp_pa
     from visionops.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="no checkpoints"):
-        train(with_fields(tiny_config, resume="empty-run"))
+        train(tiny_config, resume="empty-run")
 
 
 def test_only_rank_zero_tracks_and_writes(
@@ -115,3 +120,13 @@ def test_only_rank_zero_tracks_and_writes(
     assert result.epochs_completed == 1 and 0 <= result.metrics[names.VAL_ACCURACY] <= 1
     assert not (tmp_path / "outputs").exists()
     assert MlflowClient(tracking_uri).get_experiment_by_name("tests") is None
+
+
+def test_runs_of_one_seed_get_different_names(tiny_config: TrainConfig, tracking_uri: str) -> None:
+    # MLflow names an unnamed run from Python's `random`, which train() seeds with cfg.seed.
+    cfg = with_fields(tiny_config, epochs=1, warmup_epochs=0.5, log_model=False)
+    first, second = train(cfg), train(cfg)
+    client = MlflowClient(tracking_uri)
+    run_names = {client.get_run(r.run_id).info.run_name for r in (first, second)}
+    assert len(run_names) == 2, run_names
+    assert first.metrics == second.metrics  # the seeding itself is unchanged

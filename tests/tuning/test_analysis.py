@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +61,12 @@ def _lr_decides(num_trials: int = 12, seed: int = 0) -> list[TrialSummary]:
 
 
 @pytest.fixture(scope="module")
-def sweeps(tmp_path_factory: pytest.TempPathFactory) -> tuple[MlflowClient, str]:
+def sweeps(
+    new_tracking_store: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[MlflowClient, str]:
     """One SQLite store for the module (creating one takes seconds) and its experiment."""
     folder = tmp_path_factory.mktemp("mlflow")
-    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    client = MlflowClient(new_tracking_store(folder, "mlflow.db"))
     return client, client.create_experiment("sweeps", artifact_location=str(folder / "artifacts"))
 
 

@@ -21,7 +21,7 @@ from visionops import names
 from visionops.config import TrainConfig, with_fields
 from visionops.tracking.client import process_tracking_uri
 from visionops.training import train
-from visionops.tuning.algorithms import SEARCHERS, SearchName
+from visionops.tuning.algorithms import SEARCH_NAMES, SearchName
 from visionops.tuning.results import (
     CURVES_FIGURE,
     IMPORTANCE_FIGURE,
@@ -146,7 +146,7 @@ def test_asha_optuna_sweep_nests_runs_stops_trials_and_registers_the_best(
     assert (artifacts / IMPORTANCE_FIGURE).is_file() and (artifacts / PARALLEL_FIGURE).is_file()
 
 
-@pytest.mark.parametrize("search", [s for s in SEARCHERS if s != "optuna"])
+@pytest.mark.parametrize("search", [s for s in SEARCH_NAMES if s != "optuna"])
 def test_each_search_algorithm_runs_a_tiny_sweep(
     tmp_path: Path, tiny_config: TrainConfig, tracking_uri: str, search: SearchName
 ) -> None:

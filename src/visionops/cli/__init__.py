@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from visionops.errors import TrainingInterrupted, VisionOpsError
 
@@ -45,7 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_dotenv_file()
     from visionops import env
 
+    # MLflow reads its log level as it is imported: set before anything imports it. The
+    # processes a command starts (serve's workers, torchrun's, Ray's) inherit both.
     env.MLFLOW_ARTIFACTS_PROGRESS_BAR.set_default("false")
+    env.MLFLOW_LOGGING_LEVEL.set_default("WARNING")
     # Before anything imports Ray, which reads it then: a local Ray stays on 127.0.0.1.
     env.RAY_ENABLE_CLUSTER.set_default("0")
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
@@ -54,10 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Before anything reads a tracking URI: from here on none holds a password.
     move_command_credentials(args, os.environ)
-    from visionops.cli.commands import COMMANDS
-
+    handler: Callable[[argparse.Namespace], int] = args.func  # set by the command's parser
     try:
-        return COMMANDS[args.command](args)
+        return handler(args)
     except TrainingInterrupted as stop:
         from visionops.training.world import world_from_env
 

@@ -77,9 +77,12 @@ def add_launch_flags(train: argparse.ArgumentParser) -> None:
             group.add_argument(spec.flag, action="store_true", help=spec.help)
 
 
-def launch_requested(args: argparse.Namespace, cfg: TrainConfig) -> int | None:
+def launch_requested(
+    args: argparse.Namespace, cfg: TrainConfig, resume: str | None = None
+) -> int | None:
     """Start the distributed job the flags ask for and return its exit code; ``None`` when
-    they ask for none (train in this process)."""
+    they ask for none (train in this process). ``resume``: the run ``--resume`` names (torchrun's
+    workers read it from their own command line)."""
     nproc, ray_workers = getattr(args, "nproc", None), getattr(args, "ray_workers", None)
     if nproc is not None and ray_workers is not None:
         raise ConfigError("--nproc (torchrun) and --ray-workers (Ray Train) exclude each other")
@@ -98,7 +101,7 @@ def launch_requested(args: argparse.Namespace, cfg: TrainConfig) -> int | None:
         return _torchrun(args, nproc)
     if ray_workers is not None:
         check_batch_divides(cfg, ray_workers)
-        return _ray_train(args, cfg, ray_workers)
+        return _ray_train(args, cfg, ray_workers, resume)
     return None
 
 
@@ -118,7 +121,7 @@ def _torchrun(args: argparse.Namespace, nproc: int) -> int:
     return 0  # rank 0 printed the result
 
 
-def _ray_train(args: argparse.Namespace, cfg: TrainConfig, workers: int) -> int:
+def _ray_train(args: argparse.Namespace, cfg: TrainConfig, workers: int, resume: str | None) -> int:
     from visionops.distributed.ray_train import run_ray_train
 
     result = run_ray_train(
@@ -127,6 +130,7 @@ def _ray_train(args: argparse.Namespace, cfg: TrainConfig, workers: int) -> int:
         address=getattr(args, "address", None),
         use_gpu=getattr(args, "use_gpu", False),
         max_failures=getattr(args, "max_restarts", 0),
+        resume=resume,
     )
     emit_train_result(
         result,

@@ -1,9 +1,12 @@
-"""Printing results: readable lines, or one JSON object as the last line of stdout."""
+"""Printing results: readable lines on stdout, or with ``--json`` one JSON document on stdout
+and the readable lines on stderr (as ``gh --json`` and ``kubectl -o json`` keep stdout for the
+document alone, so ``visionops ... --json | jq`` reads it)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,15 +20,44 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
         "--json",
         action="store_true",
         default=False,
-        help="print one JSON object as the last line of stdout",
+        help="print one JSON object on stdout, and the readable lines on stderr",
     )
 
 
 def emit(lines: Iterable[str], payload: dict[str, Any], as_json: bool) -> None:
+    """``lines`` on stdout; with ``as_json``, ``payload`` on stdout and ``lines`` on stderr."""
+    human = sys.stderr if as_json else sys.stdout
     for line in lines:
-        print(line)
+        print(line, file=human)
     if as_json:
         print(json.dumps(payload, default=str))
+
+
+def columns(rows: Iterable[Sequence[str]], align: str = "", gap: int = 2) -> list[str]:
+    """``rows`` as lines whose columns line up, each as wide as its widest cell.
+
+    Args:
+        align: one character per column, ``<`` (left) or ``>`` (right); columns beyond it
+            are left-aligned. The last column is not padded, so a long description runs on.
+        gap: spaces between columns.
+    """
+    table = [list(row) for row in rows]
+    if not table:
+        return []
+    count = max(len(row) for row in table)
+    widths = [max((len(row[i]) for row in table if i < len(row)), default=0) for i in range(count)]
+    lines = []
+    for row in table:
+        cells = []
+        for i, cell in enumerate(row):
+            last = i == len(row) - 1
+            right = i < len(align) and align[i] == ">"
+            if right:
+                cells.append(cell.rjust(widths[i]))
+            else:
+                cells.append(cell if last else cell.ljust(widths[i]))
+        lines.append((" " * gap).join(cells).rstrip())
+    return lines
 
 
 def mlflow_ui_hint(uri: str) -> str:

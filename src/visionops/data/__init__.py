@@ -44,6 +44,7 @@ __all__ = [
     "create_eval_loader",
     "create_train_loader",
     "list_augmentations",
+    "split_images",
 ]
 
 _STATS_SAMPLE = 2000  # images used to estimate the per-channel mean and std
@@ -134,11 +135,23 @@ class DataBundle:
         """Up to ``count`` training images spread over the split, float32 in [0, 1]."""
         count = min(self.num_train, count)
         positions = torch.linspace(0, self.num_train - 1, count).long()
-        to_float = build_transform(None, self.image_size)
-        tensors = self.tensors("train", positions)
-        if tensors is not None:
-            return to_float(tensors[0])
-        return torch.stack([to_float(self.train[i][0]) for i in positions.tolist()])
+        return split_images(self, "train", positions)[0]
+
+
+def split_images(
+    data: DataBundle, split: str, positions: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (float32 NCHW in [0, 1], no augmentation) and labels of ``split``, or of the items
+    at ``positions`` in it."""
+    to_float = build_transform(None, data.image_size)
+    held = data.tensors(split, positions)
+    if held is not None:
+        return to_float(held[0]).contiguous(), held[1]
+    dataset = data.split(split)
+    chosen = range(len(dataset)) if positions is None else positions.tolist()  # type: ignore[arg-type]
+    items = [dataset[i] for i in chosen]
+    images = torch.stack([to_float(image) for image, _ in items]).contiguous()
+    return images, torch.tensor([int(label) for _, label in items])
 
 
 def build_data(cfg: DataConfig, seed: int, *, need_train: bool = True) -> DataBundle:

@@ -14,6 +14,7 @@ same MLflow run; a group that fails before any is registered starts over in a ne
     visionops train --recipe cifar10 --ray-workers 4 --use-gpu --address auto
 
     >>> result = run_ray_train(get_recipe("debug"), num_workers=2)  # doctest: +SKIP
+    >>> run_ray_train(get_recipe("debug"), num_workers=2, resume=result.run_dir)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def run_ray_train(
     max_failures: int = 0,
     storage_path: Path | None = None,
     name: str | None = None,
+    resume: str | Path | None = None,
 ) -> RayTrainResult:
     """Train ``cfg`` on ``num_workers`` Ray Train workers; rank 0 tracks and checkpoints.
 
@@ -80,6 +82,8 @@ def run_ray_train(
             must be a shared file system (NFS, say) when the workers span several machines.
         name: the job's folder under ``storage_path`` (default: ``train-<time>-<id>``).
             A name that already holds a Ray Train job makes Ray Train restore that job.
+        resume: continue this run (``train``'s ``resume``: ``"latest"``, a run id, a run
+            folder or a checkpoint file); rank 0 reads it, so a path must be on its machine.
 
     Raises:
         ConfigError: invalid worker count or a batch the workers cannot share evenly.
@@ -92,6 +96,7 @@ def run_ray_train(
         raise ConfigError(f"--max-restarts must be >= 0, not {max_failures}")
     check_batch_divides(cfg, num_workers)  # as every worker will, but before any starts
     cfg = _portable(cfg)
+    resume = _portable_resume(resume)
     storage = (storage_path or cfg.checkpoint.output_dir / STORAGE_FOLDER).expanduser().resolve()
     name = name or f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
@@ -99,7 +104,8 @@ def run_ray_train(
 
     with ray_session(address, num_cpus=None, setup_hook=SETUP_HOOK):
         try:
-            result = _trainer(cfg, num_workers, use_gpu, max_failures, storage, name).fit()
+            trainer = _trainer(cfg, resume, num_workers, use_gpu, max_failures, storage, name)
+            result = trainer.fit()
         except WorkerGroupError as failure:
             raise _job_failure(failure) from failure
     trained: TrainResult = result.return_value
@@ -112,6 +118,7 @@ def run_ray_train(
 
 def _trainer(
     cfg: TrainConfig,
+    resume: str | None,
     num_workers: int,
     use_gpu: bool,
     max_failures: int,
@@ -130,7 +137,7 @@ def _trainer(
     )
     return TorchTrainer(
         _train_worker,  # type: ignore[arg-type]  # the hint predates Result.return_value
-        train_loop_config={"train_config": config_to_dict(cfg)},
+        train_loop_config={"train_config": config_to_dict(cfg), "resume": resume},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
         run_config=run_config,
     )
@@ -141,6 +148,7 @@ def _train_worker(config: dict[str, Any]) -> TrainResult | None:
     import ray.train
 
     cfg = TrainConfig.model_validate(config["train_config"])
+    resume: str | None = config.get("resume")
     rank = ray.train.get_context().get_world_rank()
     restored = ray.train.get_checkpoint()
     # Only rank 0 reads the checkpoint to resume (train() hands its state to the others).
@@ -148,7 +156,7 @@ def _train_worker(config: dict[str, Any]) -> TrainResult | None:
         with restored.as_directory() as folder:
             checkpoint = unpack_checkpoint(Path(folder), cfg.checkpoint.output_dir)
         # The run folder, not the file: its newest valid checkpoint may be newer still.
-        cfg = with_run_options(cfg, resume=str(checkpoint.parent.parent))
+        resume = str(checkpoint.parent.parent)
         logger.warning("Ray Train restarted the job from its checkpoint %s", checkpoint.name)
 
     def report(end: EpochEnd) -> None:
@@ -163,7 +171,7 @@ def _train_worker(config: dict[str, Any]) -> TrainResult | None:
             pack_checkpoint(end, Path(folder))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
-    result = train(cfg, on_epoch_end=report)
+    result = train(cfg, on_epoch_end=report, resume=resume)
     return result if rank == 0 else None  # fit() returns rank 0's
 
 
@@ -175,10 +183,15 @@ def _portable(cfg: TrainConfig) -> TrainConfig:
         "output_dir": str(cfg.checkpoint.output_dir.expanduser().resolve()),
         "data_dir": str(cfg.data.data_dir.expanduser().resolve()),
     }
-    resume = cfg.checkpoint.resume
-    if resume is not None and Path(resume).expanduser().exists():  # a path, not 'latest' or an id
-        fields["resume"] = str(Path(resume).expanduser().resolve())
     return with_run_options(cfg, **fields)
+
+
+def _portable_resume(resume: str | Path | None) -> str | None:
+    """``resume`` with a path made absolute ('latest' and run ids are kept as they are)."""
+    if resume is None:
+        return None
+    path = Path(resume).expanduser()
+    return str(path.resolve()) if path.exists() else str(resume)
 
 
 def _job_failure(failure: Any) -> VisionOpsError:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from visionops._quiet import import_torchao
 from visionops._registry import Registry
 from visionops.errors import ConfigError
 
@@ -128,6 +129,7 @@ def _classifier_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Modul
     compilable=False,
 )
 def _quantization_aware(model: nn.Module, example: torch.Tensor, prune_ratio: float) -> nn.Module:
+    import_torchao()  # torchao's first import here, in `train --compression qat`
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer,

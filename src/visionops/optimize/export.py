@@ -140,8 +140,7 @@ def export_registered(
             kept for inspection).
     """
     from visionops.config import resolve_config
-    from visionops.data import build_data
-    from visionops.optimize.method import split_images
+    from visionops.data import build_data, split_images
     from visionops.training.model_source import load_classifier
 
     if parity_images < MIN_PARITY_IMAGES:

@@ -48,7 +48,6 @@ def finetune_config(
         "register_as": None,
         "log_model": False,  # the optimisation logs the variant it makes of the result
         "output_dir": str(plan.output_dir),
-        "resume": None,
     }
     if compression == "qat":
         # Fake quantisation simulates INT8 on FP32 values: under bf16 autocast it would

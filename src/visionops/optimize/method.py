@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from visionops._registry import Registry
-from visionops.data import DataBundle
+from visionops.data import DataBundle, split_images
 from visionops.errors import ConfigError
+from visionops.optimize.export import export_onnx
 from visionops.optimize.options import OptimizeOptions
 from visionops.optimize.variant import Variant
 from visionops.training.model_source import LoggedClassifier
@@ -70,8 +71,6 @@ class OptimizeContext:
     @cached_property
     def fp32_onnx(self) -> Path:
         """The source model exported to ONNX once (several methods start from it)."""
-        from visionops.optimize.export import export_onnx
-
         return export_onnx(
             self.model, self.workdir / "fp32.onnx", self.example(), self.options.opset
         )
@@ -80,24 +79,6 @@ class OptimizeContext:
         path = self.workdir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
-
-
-def split_images(
-    data: DataBundle, split: str, positions: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (float32 NCHW in [0, 1], no augmentation) and labels of ``split``, or of the items
-    at ``positions`` in it."""
-    from visionops.data.transforms import build_transform
-
-    to_float = build_transform(None, data.image_size)
-    held = data.tensors(split, positions)
-    if held is not None:
-        return to_float(held[0]).contiguous(), held[1]
-    dataset = data.split(split)
-    chosen = range(len(dataset)) if positions is None else positions.tolist()  # type: ignore[arg-type]
-    items = [dataset[i] for i in chosen]
-    images = torch.stack([to_float(image) for image, _ in items]).contiguous()
-    return images, torch.tensor([int(label) for _, label in items])
 
 
 @dataclass(frozen=True)

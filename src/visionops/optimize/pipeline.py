@@ -22,9 +22,10 @@ from typing import Any
 
 from visionops import names
 from visionops.config import Override, TrackingConfig
+from visionops.data import split_images
 from visionops.errors import ConfigError
 from visionops.optimize.measure import EvalImages, measure
-from visionops.optimize.method import METHODS, OptimizeContext, split_images
+from visionops.optimize.method import METHODS, OptimizeContext
 from visionops.optimize.options import OptimizeOptions
 from visionops.optimize.registration import log_and_register, row_metrics
 from visionops.optimize.report import SOURCE_ROW, Report, Row, mark_pareto

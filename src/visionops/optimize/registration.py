@@ -19,7 +19,12 @@ import torch
 from visionops import names
 from visionops.optimize.report import Row
 from visionops.optimize.variant import Variant
-from visionops.tracking.client import process_tracking_uri, serving_metadata, tracking_client
+from visionops.tracking.client import (
+    process_tracking_uri,
+    register_model_version,
+    serving_metadata,
+    tracking_client,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +74,6 @@ def log_and_register(
     ``row.version`` (or a note saying why it is not registered). ``classes`` (in output order)
     and ``tta`` (the source run's test-time augmentation) go into its MLmodel metadata, as
     training writes them, so every version serves the same way."""
-    import mlflow
-
     tags = {
         names.VARIANT_TAG: variant.name,
         names.SOURCE_VERSION_TAG: source_version,
@@ -78,8 +81,7 @@ def log_and_register(
     }
     try:
         logged_uri = _log_model(variant, run_id, example, tracking_uri, classes, tta)
-        with process_tracking_uri(tracking_uri):  # see visionops.tracking.client
-            version = mlflow.register_model(logged_uri, registered_name, tags=tags)
+        version = register_model_version(logged_uri, registered_name, tracking_uri, tags)
     except Exception as exc:  # MLflow, export and serialisation errors of every kind
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         row.notes.append(f"not registered: {first}")

@@ -34,6 +34,6 @@ def debug() -> TrainConfig:
             dataset="synthetic", synthetic_size=400, batch_size=32, eval_batch_size=100
         ),
         model=ModelConfig(name="resnet9", width_multiplier=0.125),
-        optim=OptimConfig(lr=0.05, warmup_epochs=0.5),
+        optim=OptimConfig(lr=0.05, warmup_fraction=0.25),  # 0.5 of its 2 epochs
         tracking=TrackingConfig(log_every_n_steps=2, system_metrics=False),
     )

@@ -46,9 +46,10 @@ def _airbench_recipe(epochs: int, width_multiplier: float, lr_scale: float) -> T
             nesterov=True,
             # Decoupled from the lr: the decay per step stays airbench's at any lr_scale.
             weight_decay=_AIRBENCH_WEIGHT_DECAY / lr_scale,
-            # Linear 0.2 -> 1.0 over the first 23% of steps, then down to 0.07.
+            # Linear 0.2 -> 1.0 over the first 23% of steps, then down to 0.07: a share of
+            # the run, so --epochs (or a sweep's --max-epochs) keeps the schedule's shape.
             schedule="onecycle",
-            warmup_epochs=round(0.23 * epochs, 2),
+            warmup_fraction=0.23,
             lr_start_fraction=0.2,
             lr_end_fraction=0.07,
             # BatchNorm biases learn 64x faster, decayed by the same amount per step.
@@ -84,11 +85,12 @@ def _standard_model_recipe(
     epochs: int,
     augmentations: tuple[str, ...],
     schedule: Literal["onecycle", "cosine"],
-    warmup_epochs: float,
+    warmup_fraction: float,
 ) -> TrainConfig:
     """The team's standard models: Nesterov SGD at lr 0.2 for batch 256, weight decay 5e-4
     (stronger than MobileNet's ImageNet 4e-5: small data, large nets), label smoothing 0.1,
-    flip TTA, bf16 and channels_last."""
+    flip TTA, bf16 and channels_last. The warm-up is a share of the run (it scales with
+    --epochs)."""
     return TrainConfig(
         epochs=epochs,
         precision="bf16",
@@ -102,7 +104,7 @@ def _standard_model_recipe(
             nesterov=True,
             weight_decay=5e-4,
             schedule=schedule,
-            warmup_epochs=warmup_epochs,
+            warmup_fraction=warmup_fraction,
             label_smoothing=0.1,
         ),
     )
@@ -114,7 +116,11 @@ def _standard_model_recipe(
 )
 def cifar10_resnet18() -> TrainConfig:
     return _standard_model_recipe(
-        "resnet18", 20, ("random_crop", "horizontal_flip"), "onecycle", warmup_epochs=4
+        "resnet18",
+        20,
+        ("random_crop", "horizontal_flip"),
+        "onecycle",
+        warmup_fraction=0.2,  # 4 of its 20 epochs
     )
 
 
@@ -129,5 +135,5 @@ def cifar10_mobilenetv3() -> TrainConfig:
         60,
         ("random_crop", "horizontal_flip", "cutout"),
         "cosine",
-        warmup_epochs=3,
+        warmup_fraction=0.05,  # 3 of its 60 epochs
     )

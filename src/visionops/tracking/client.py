@@ -6,12 +6,13 @@ the URI a run or command uses, and downloads models with that URI passed explici
     client = tracking_client(cfg.tracking.tracking_uri)     # None: the user's MLflow setting
     local = download_model("models:/vision-classifier/3", client.tracking_uri)
 
-Two MLflow entry points ignore an explicit URI: logging a model (``mlflow.<flavor>.log_model``
-creates MLflow 3's logged-model entity and registers it through the fluent API, with no URI
-argument), and resolving a ``models:/`` URI (MLflow 3.17's models artifact repository looks the
-model up with a default client, whatever ``download_artifacts`` was given). Only around those,
-``process_tracking_uri`` points the process at the URI for the duration of the call and gives
-the user's setting back afterwards.
+Three MLflow entry points ignore an explicit URI: logging a model (``mlflow.<flavor>.log_model``
+creates MLflow 3's logged-model entity with no URI argument), registering it
+(``mlflow.register_model``, which ``register_model_version`` wraps), and resolving a
+``models:/`` URI (MLflow 3.17's models artifact repository looks the model up with a default
+client, whatever ``download_artifacts`` was given). Only around those, ``process_tracking_uri``
+points the process at the URI for the duration of the call and gives the user's setting back
+afterwards.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from visionops.config import redact_url, split_url_credentials
 from visionops.errors import ConfigError
 
 if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
     from mlflow.models import Model
     from mlflow.tracking import MlflowClient
 
@@ -171,6 +173,30 @@ def run_experiment_name(client: MlflowClient, run_id: str | None) -> str | None:
     if run_id is None:
         return None
     return str(client.get_experiment(client.get_run(run_id).info.experiment_id).name)
+
+
+def register_model_version(
+    model_uri: str, name: str, tracking_uri: str, tags: dict[str, Any] | None = None
+) -> ModelVersion:
+    """Register ``model_uri`` (a logged model) as a new version of registered model ``name``,
+    created if need be, with ``tags`` set as the version is created.
+
+    MLflow prints a notice to stderr for each registration ("Registered model 'NAME' already
+    exists. Creating a new version of this model...", "Successfully registered model"), with
+    ``print`` rather than a logger, so no log level reaches it: MLflow's event stream (its
+    loggers' too) is off for this call. The command prints the version itself.
+    """
+    import mlflow
+    from mlflow.utils import logging_utils
+
+    was_enabled = logging_utils.MLFLOW_LOGGING_STREAM.enabled
+    logging_utils.disable_logging()
+    try:
+        with process_tracking_uri(tracking_uri):  # see the module docstring
+            return mlflow.register_model(model_uri, name, tags=tags)
+    finally:
+        if was_enabled:
+            logging_utils.enable_logging()
 
 
 @contextmanager

@@ -35,7 +35,13 @@ from torch import nn
 
 import visionops
 from visionops import names
-from visionops.tracking.client import process_tracking_uri, serving_metadata, tracking_client
+from visionops._quiet import import_torchao
+from visionops.tracking.client import (
+    process_tracking_uri,
+    register_model_version,
+    serving_metadata,
+    tracking_client,
+)
 
 #: The module whose ``_load_pyfunc`` answers the ``python_function`` flavor (named, not imported:
 #: serving builds on tracking).
@@ -102,11 +108,10 @@ def log_model(
     # log_model has no tracking URI argument (see visionops.tracking.client).
     experiment_id = tracking_client(tracking_uri).get_run(run_id).info.experiment_id
     with process_tracking_uri(tracking_uri, experiment_id):
-        return Model.log(
+        info = Model.log(
             artifact_path=None,  # deprecated for name, but still a required argument
             name="model",
             flavor=sys.modules[__name__],  # calls save_model below
-            registered_model_name=register_as,
             metadata=serving_metadata(classes, tta, example.shape[1:]),
             run_id=run_id,
             serialization_format="pt2",  # recorded on the logged model, as mlflow.pytorch does
@@ -115,6 +120,10 @@ def log_model(
             example_batch=example,
             pip_requirements=requirements,
         )
+    if register_as is not None:  # as Model.log's registered_model_name, without its notices
+        version = register_model_version(info.model_uri, register_as, tracking_uri)
+        info.registered_model_version = int(version.version)
+    return info
 
 
 def save_model(
@@ -188,5 +197,5 @@ def load_pytorch_model(model_dir: str, **kwargs: Any) -> Any:
     import importlib.util
 
     if importlib.util.find_spec("torchao") is not None:
-        import torchao.quantization.pt2e  # noqa: F401  (registers the quantized_decomposed ops)
+        import_torchao()
     return mlflow.pytorch.load_model(model_dir, **kwargs)

@@ -25,16 +25,19 @@ spool its crashed predecessor left, so no metric step is ever logged twice.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from visionops import env, names
 from visionops.config import TrackingConfig, redact_url
+from visionops.errors import ConfigError
 from visionops.tracking.client import tracking_client
 from visionops.tracking.sender import SpoolSender, refusal_error, server_answers
 from visionops.tracking.spool import MetricSpool, replay_command, spool_folder
@@ -48,6 +51,20 @@ SEND_INTERVAL_SEC = 2.0
 FLUSH_TIMEOUT_SEC = 15.0
 _MAX_METRICS_PER_BATCH = 1000  # MLflow's limits for one log_batch request
 _MAX_PARAMS_PER_BATCH = 100
+
+# MLflow's local stores draw a missing run name from Python's global ``random``, which train()
+# has just seeded with cfg.seed, so every run of one seed got the same name. Names are drawn
+# from the OS instead: no seeding reaches them, and a forked process draws its own.
+_RUN_NAMES = random.SystemRandom()
+
+
+def generated_run_name() -> str:
+    """A new run name in MLflow's style (``overjoyed-slug-911``), whatever was seeded."""
+    from mlflow.utils.name_utils import _GENERATOR_NOUNS, _GENERATOR_PREDICATES
+
+    predicate = _RUN_NAMES.choice(_GENERATOR_PREDICATES).lower()
+    noun = _RUN_NAMES.choice(_GENERATOR_NOUNS).lower()
+    return f"{predicate}-{noun}-{_RUN_NAMES.randint(0, 999)}"
 
 
 class RunTracker:
@@ -85,7 +102,7 @@ class RunTracker:
             # resolve_tags adds what MLflow's fluent start_run records (user, source, git).
             run = client.create_run(
                 self._experiment_id(client),
-                run_name=self.cfg.run_name,
+                run_name=self.cfg.run_name or generated_run_name(),
                 tags=resolve_tags(dict(tags)),
             )
             self.run_id = run.info.run_id
@@ -127,8 +144,13 @@ class RunTracker:
             self._sender.replay()
 
     def _experiment_id(self, client: MlflowClient) -> str:
-        """The configured experiment, else MLflow's variables', else ``visionops``; created
-        when it does not exist yet."""
+        """The configured experiment, else the parent run's, else MLflow's variables', else
+        ``visionops``; created when it does not exist yet."""
+        if self.cfg.parent_run_id and not self.cfg.experiment:
+            # A nested run shows under its parent only in the parent's experiment; MLflow
+            # Projects hand the child both the project run and that experiment's id, but a
+            # MLFLOW_EXPERIMENT_NAME from ./.env would otherwise win over the id.
+            return _parent_experiment_id(client, self.cfg.parent_run_id)
         # MLflow's own order: the name, then the id, of its variables.
         name = self.cfg.experiment or env.MLFLOW_EXPERIMENT_NAME.get()
         experiment_id = None if name else env.MLFLOW_EXPERIMENT_ID.get()
@@ -234,6 +256,18 @@ class RunTracker:
             self._spool.folder,
             replay_command(self._spool.folder),
         )
+
+
+def _parent_experiment_id(client: MlflowClient, parent_run_id: str) -> str:
+    try:
+        return str(client.get_run(parent_run_id).info.experiment_id)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise ConfigError(
+            f"parent_run_id: no run {parent_run_id!r} at {redact_url(client.tracking_uri)} "
+            "to nest the run under; give the id of an existing run"
+        ) from exc
 
 
 def _logged_steps(client: MlflowClient, run_id: str) -> dict[str, set[int]]:

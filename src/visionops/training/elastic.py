@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from visionops import env
-from visionops.config import TrainConfig, with_run_options
+from visionops.config import TrainConfig
 from visionops.training import checkpoint as ckpt
 
 logger = logging.getLogger(__name__)
@@ -34,25 +34,26 @@ def restart_count() -> int:
     return env.ELASTIC_RESTART_COUNT.get()
 
 
-def resume_job_run(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` set to resume the run the restarted job started (rank 0's call), or ``cfg``
-    itself when the job had no run with a checkpoint yet or ``cfg`` names a resume of its own.
+def run_to_resume(cfg: TrainConfig, resume: str | None) -> str | None:
+    """What the restarted job resumes (rank 0's call): the run it started, or ``resume``
+    itself when the job was asked to resume a run of its own (``--resume``) or had no run
+    with a checkpoint yet.
 
     Whether the job restarted is for the caller to find out from every rank: torchrun restarts
     the workers of all nodes, but only the node whose worker failed counts the restart.
     """
     marker = _marker(cfg)
-    if marker is None or cfg.checkpoint.resume is not None:
-        return cfg
+    if marker is None or resume is not None:
+        return resume
     if not marker.is_file():
         logger.warning("the job restarted before it had created its run; starting it")
-        return cfg
+        return None
     run_dir = Path(json.loads(marker.read_text())["run_dir"])
     if not ckpt.list_checkpoints(run_dir):
         logger.warning("the job restarted; %s has no checkpoint yet, starting over", run_dir)
-        return cfg
+        return None
     logger.warning("the job restarted: resuming %s from its newest checkpoint", run_dir)
-    return with_run_options(cfg, resume=str(run_dir))
+    return str(run_dir)
 
 
 def note_job_run(cfg: TrainConfig, run_dir: Path) -> None:

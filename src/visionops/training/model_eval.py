@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
-from visionops import names
+from visionops import env, names
 from visionops.config import Override, TrackingConfig, TrainConfig, resolve_config
 from visionops.data import build_data, create_eval_loader
 from visionops.errors import VisionOpsError
@@ -57,10 +57,14 @@ def evaluate_model(
     overrides: list[Override] | None = None,
     tracking_uri: str | None = None,
     log_to_mlflow: bool = True,
+    parent_run_id: str | None = None,
 ) -> ModelEvaluation:
     """Load ``model_uri`` and evaluate it; ``overrides`` may change dataset, data_dir, device.
 
-    ``tracking_uri`` defaults to MLflow's own resolution (``MLFLOW_TRACKING_URI``).
+    ``tracking_uri`` defaults to MLflow's own resolution (``MLFLOW_TRACKING_URI``). The
+    evaluation run goes to the experiment of the model's training run, or, nested under
+    ``parent_run_id`` (default: ``MLFLOW_RUN_ID``, the project run of ``mlflow run . -e
+    evaluate``), to that run's.
     """
     client = tracking_client(tracking_uri)
     try:
@@ -89,11 +93,14 @@ def evaluate_model(
 
     run_id = None
     if log_to_mlflow:
+        parent_run_id = parent_run_id or env.MLFLOW_RUN_ID.get()
         tracker = RunTracker(
             TrackingConfig(
                 tracking_uri=client.tracking_uri,
-                experiment=run_experiment_name(client, source_run_id),
+                # A nested run goes to its parent's experiment (RunTracker).
+                experiment=None if parent_run_id else run_experiment_name(client, source_run_id),
                 run_name=f"evaluate-{split}",
+                parent_run_id=parent_run_id,
                 system_metrics=False,
             )
         )

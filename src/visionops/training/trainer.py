@@ -5,7 +5,12 @@ function; it keeps no state between calls.
 
     >>> from visionops.config import TrainConfig
     >>> from visionops.training import train
-    >>> result = train(TrainConfig(epochs=2, data={"dataset": "synthetic"}))  # doctest: +SKIP
+    >>> cfg = TrainConfig(epochs=2, data={"dataset": "synthetic"})
+    >>> result = train(cfg)  # doctest: +SKIP
+    >>> again = train(cfg, resume=result.run_dir)  # doctest: +SKIP
+
+Which run to resume is the job's argument (``resume``), not part of the configuration: the
+configuration says what the run computes, and a resume must match the saved one.
 """
 
 from __future__ import annotations
@@ -71,7 +76,12 @@ class TrainResult:
     epochs_completed: int
 
 
-def train(cfg: TrainConfig, on_epoch_end: EpochCallback | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    on_epoch_end: EpochCallback | None = None,
+    *,
+    resume: str | Path | None = None,
+) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data`` with everything recorded in MLflow.
 
     In a job of N processes (torchrun, Ray Train) every process calls it; they train one model
@@ -82,6 +92,10 @@ def train(cfg: TrainConfig, on_epoch_end: EpochCallback | None = None) -> TrainR
         on_epoch_end: called after every epoch, once its metrics are logged and its checkpoint
             is written, so the checkpoint it names already holds that epoch. Ray Tune reports
             through it; an exception it raises ends the run as FAILED.
+        resume: continue a run from its newest valid checkpoint, in the same MLflow run, as
+            ``visionops train --resume RUN`` does: ``"latest"`` (the newest run under
+            ``output_dir``), a run id, a run folder or a checkpoint file. ``cfg`` must match
+            the run's saved configuration but for its run options. Read by rank 0 alone.
 
     Raises:
         ConfigError, DataError, CheckpointError: invalid input, reported before any work.
@@ -91,15 +105,21 @@ def train(cfg: TrainConfig, on_epoch_end: EpochCallback | None = None) -> TrainR
     with join_process_group(runtime.device) as world:
         # torchrun restarts every node's workers, but only the failed one's launcher counts it.
         restarted = world.any(elastic.restart_count() > 0, runtime.device)
+        target = None if resume is None else str(resume)
         if restarted and world.is_main:
-            cfg = elastic.resume_job_run(cfg)  # the other ranks get the checkpoint from rank 0
-        return _train(cfg, runtime, world, on_epoch_end)
+            # The other ranks get the checkpoint from rank 0.
+            target = elastic.run_to_resume(cfg, target)
+        return _train(cfg, runtime, world, on_epoch_end, target)
 
 
 def _train(
-    cfg: TrainConfig, runtime: Runtime, world: World, on_epoch_end: EpochCallback | None
+    cfg: TrainConfig,
+    runtime: Runtime,
+    world: World,
+    on_epoch_end: EpochCallback | None,
+    resume: str | None,
 ) -> TrainResult:
-    resume_dir, resumed = _load_resume(cfg, world)
+    resume_dir, resumed = _load_resume(cfg, resume, world)
     seed_everything(cfg.seed, cfg.deterministic)
     job = build_job(cfg, runtime, world)
     state = job.restore(resumed) if resumed else job.new_state()
@@ -339,8 +359,11 @@ def saved_run(resume: str, output_dir: Path) -> tuple[Path, TrainConfig]:
     return run_dir, load_config(saved)
 
 
-def _load_resume(cfg: TrainConfig, world: World) -> tuple[Path | None, dict[str, Any] | None]:
-    """The run folder and checkpoint to resume from; checks the config still matches.
+def _load_resume(
+    cfg: TrainConfig, resume: str | None, world: World
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """The run folder and checkpoint ``resume`` designates (none without one); checks the
+    config still matches.
 
     Rank 0 reads the checkpoint and hands it to the other ranks, which need not see the same
     file system (nodes of a multi-node job).
@@ -348,7 +371,7 @@ def _load_resume(cfg: TrainConfig, world: World) -> tuple[Path | None, dict[str,
     loaded: tuple[Path | None, dict[str, Any] | None] | VisionOpsError = (None, None)
     if world.is_main:
         try:
-            loaded = _read_resume(cfg)
+            loaded = _read_resume(cfg, resume)
         except VisionOpsError as error:
             loaded = error  # raised on every rank, or the others would wait for rank 0
     loaded = world.from_main(loaded)
@@ -357,10 +380,10 @@ def _load_resume(cfg: TrainConfig, world: World) -> tuple[Path | None, dict[str,
     return loaded
 
 
-def _read_resume(cfg: TrainConfig) -> tuple[Path | None, dict[str, Any] | None]:
-    if cfg.checkpoint.resume is None:
+def _read_resume(cfg: TrainConfig, resume: str | None) -> tuple[Path | None, dict[str, Any] | None]:
+    if resume is None:
         return None, None
-    path, state = ckpt.load_resume_state(cfg.checkpoint.resume, cfg.checkpoint.output_dir)
+    path, state = ckpt.load_resume_state(resume, cfg.checkpoint.output_dir)
     logger.info("resuming from %s", path)
     saved = TrainConfig.model_validate(state["config"])
     changed = config_differences(saved, cfg, ignore=RUN_OPTIONS)

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from visionops import names
 from visionops.tracking import plots
-from visionops.tracking.client import process_tracking_uri
+from visionops.tracking.client import register_model_version
 from visionops.tracking.pushgateway import mark_ended, run_labels
 from visionops.tuning import analysis
 
@@ -185,12 +185,8 @@ def best_completed_trial(client: MlflowClient, trials: list[TrialSummary]) -> Tr
 
 def register_candidate(client: MlflowClient, run_id: str, name: str) -> tuple[str, int]:
     """Register the run's model as a new version of ``name`` with alias ``candidate``."""
-    import mlflow
-
     model_uri = client.get_run(run_id).data.tags[names.MODEL_URI_TAG]
-    # register_model resolves a logged model's URI through the process's tracking URI only.
-    with process_tracking_uri(client.tracking_uri):
-        version = mlflow.register_model(model_uri, name)
+    version = register_model_version(model_uri, name, client.tracking_uri)
     client.set_registered_model_alias(name, names.CANDIDATE_ALIAS, version.version)
     return model_uri, int(version.version)
 

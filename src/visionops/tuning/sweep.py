@@ -30,11 +30,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from visionops import env, names
 from visionops.config import (
+    Override,
     TrainConfig,
     config_to_dict,
     get_field,
+    resolve_config,
     split_url_credentials,
-    with_fields,
     with_run_options,
 )
 from visionops.distributed.cluster import absolute_tracking_uri, ray_session
@@ -115,6 +116,7 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     # Before Ray starts and the parent run exists: every trial would fail the same way.
     check_names(options.base)
     check_measurable(options.base)
+    full_trial = full_trial_config(options)  # a warm-up longer than --max-epochs stops here
     name = options.name or time.strftime("sweep-%Y%m%d-%H%M%S")
     sweep_dir = options.storage_path.expanduser().resolve() / name
     # Saved in the state file and every trial's config: credentials go by environment.
@@ -129,7 +131,7 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     parent_run_id = parent.info.run_id
     client.log_batch(parent_run_id, params=_sweep_params(options))
     trial_base = with_run_options(
-        with_fields(options.base, "visionops tune --max-epochs", epochs=options.max_epochs),
+        full_trial,
         tracking_uri=tracking_uri,
         experiment=experiment,
         parent_run_id=parent_run_id,
@@ -151,6 +153,21 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     }
     (sweep_dir / SWEEP_STATE).write_text(json.dumps(state, indent=2, default=str))
     return _fit_and_record(state, sweep_dir, space=options.space)
+
+
+def full_trial_config(options: SweepOptions) -> TrainConfig:
+    """The base config as a full trial runs it: ``max_epochs`` long. A recipe's warm-up is a
+    share of the run, so it shrinks with the epochs; a warm-up set in epochs must fit them.
+
+    Raises:
+        ConfigError: naming warmup_epochs, where it came from, --max-epochs and the fix.
+    """
+    return resolve_config(
+        options.base,
+        [Override("epochs", options.max_epochs, "visionops tune --max-epochs")],
+        base_source=f"the sweep's base configuration: recipe {options.recipe!r} and the "
+        "VISIONOPS_* variables",
+    )
 
 
 def resume_sweep(sweep_dir: Path, address: str | None = None) -> SweepResult:

@@ -106,8 +106,9 @@ def run_trial(config: dict[str, Any], base_config: dict[str, Any]) -> None:
     if finished.is_file():  # restored from a snapshot taken before the trial ended
         tune.report(json.loads(finished.read_text()))
         return
-    if any(ckpt.list_checkpoints(run) for run in output_dir.glob("*")):
-        cfg = with_run_options(cfg, resume="latest")
+    # A restarted trial continues its own run: the newest under its output folder.
+    has_run = any(ckpt.list_checkpoints(run) for run in output_dir.glob("*"))
+    resume = "latest" if has_run else None
 
     last_epoch: list[EpochEnd] = []
     tagged: set[str] = set()
@@ -125,7 +126,7 @@ def run_trial(config: dict[str, Any], base_config: dict[str, Any]) -> None:
         else:
             last_epoch.append(end)
 
-    result = train(cfg, on_epoch_end=on_epoch_end)
+    result = train(cfg, on_epoch_end=on_epoch_end, resume=resume)
     if last_epoch:
         end = last_epoch[0]
     else:  # resumed after its last epoch: train() only finalized the run

@@ -11,13 +11,16 @@ fail on a model, the OpenVINO model (``ov.convert_model``) is quantised instead 
 from __future__ import annotations
 
 import logging
+import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from visionops._quiet import logger_level
 from visionops.optimize.export import INPUT_NAME
 from visionops.optimize.method import OptimizeContext, register_method
 from visionops.optimize.variant import Variant
@@ -77,13 +80,42 @@ def _nncf_quantize(model: Any, dataset: nncf.Dataset, subset_size: int) -> Any:
     """NNCF post-training quantisation, symmetric (the PERFORMANCE preset), for the CPU."""
     import nncf
 
-    return nncf.quantize(
-        model,
-        dataset,
-        preset=nncf.QuantizationPreset.PERFORMANCE,
-        target_device=nncf.TargetDevice.CPU,
-        subset_size=subset_size,
-    )
+    # NNCF looks for a torch model by importing nncf.torch, which imports
+    # torch.utils.cpp_extension, which logs "No CUDA runtime is found" on a machine without
+    # CUDA: about NNCF's own torch extensions, which an ONNX or OpenVINO model never uses.
+    with _nncf_output_on_stderr(), logger_level("torch.utils.cpp_extension", logging.ERROR):
+        return nncf.quantize(
+            model,
+            dataset,
+            preset=nncf.QuantizationPreset.PERFORMANCE,
+            target_device=nncf.TargetDevice.CPU,
+            subset_size=subset_size,
+        )
+
+
+@contextmanager
+def _nncf_output_on_stderr() -> Iterator[None]:
+    """NNCF's progress bars and warnings on stderr, its INFO lines off, for the calls inside.
+
+    NNCF draws its progress bars on rich's console, which writes to stdout, and logs to a
+    handler of its own on stdout, at INFO: on stdout they would break ``--json``'s one
+    document. The bars still show (calibration takes a while), on stderr.
+    """
+    nncf_logger = logging.getLogger("nncf")
+    streams = [h for h in nncf_logger.handlers if type(h) is logging.StreamHandler]
+    saved = nncf_logger.level, [(h, h.stream, h.level) for h in streams]
+    nncf_logger.setLevel(logging.WARNING)
+    for handler in streams:
+        handler.setStream(sys.stderr)
+        handler.setLevel(logging.WARNING)
+    try:
+        with redirect_stdout(sys.stderr):  # rich's console finds sys.stdout as it writes
+            yield
+    finally:
+        nncf_logger.setLevel(saved[0])
+        for handler, stream, level in saved[1]:
+            handler.setStream(stream)
+            handler.setLevel(level)
 
 
 def _quantise_onnx(ctx: OptimizeContext, subset_size: int) -> Path:

@@ -6,14 +6,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from visionops.cli.config_flags import config_overrides
 from visionops.cli.output import add_json_flag, emit
 from visionops.errors import VisionOpsError
 
 EXIT_SOMETHING_REMAINS = 1
 
 
-def add_parsers(commands: argparse._SubParsersAction) -> None:
-    tracking = commands.add_parser(
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    tracking = subparsers.add_parser(
         "tracking",
         help="tracking-server maintenance (replay spooled metric points)",
         description="Commands about the runs' connection to the tracking server.",
@@ -45,6 +46,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         help="send to this server (default: MLFLOW_TRACKING_URI, else the one each run used)",
     )
     add_json_flag(replay)
+    tracking.set_defaults(func=cmd_tracking)
 
 
 def cmd_tracking(args: argparse.Namespace) -> int:
@@ -86,7 +88,6 @@ def cmd_tracking(args: argparse.Namespace) -> int:
 
 
 def _default_output_dir(args: argparse.Namespace) -> Path:
-    from visionops.cli.parser import config_overrides
     from visionops.config import TrainConfig, resolve_config
 
     overrides = config_overrides(args, ["output_dir"])
@@ -99,6 +100,3 @@ def _spooled_run_dirs(output_dir: Path) -> list[Path]:
     if not output_dir.is_dir():
         return []
     return sorted(d for d in output_dir.iterdir() if not MetricSpool(spool_folder(d)).is_empty())
-
-
-COMMANDS = {"tracking": cmd_tracking}

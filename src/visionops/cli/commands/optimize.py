@@ -1,15 +1,18 @@
-"""``visionops optimize`` and ``visionops export``: variants of a registered model, ONNX files."""
+"""``visionops optimize``: build, measure, report and register variants of a registered model.
+
+visionops optimize --model-uri models:/vision-classifier/1 --methods onnx,int8-dynamic
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
+from visionops.cli.model_flags import add_model_uri_and_data, data_overrides
 from visionops.cli.output import add_json_flag, emit, mlflow_ui_hint
 
 
-def add_parsers(commands: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from visionops.optimize.options import (
         DEFAULT_METHODS,
         MIN_CALIBRATION_IMAGES,
@@ -17,7 +20,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     )
 
     defaults = OptimizeOptions(methods=DEFAULT_METHODS)
-    optimize = commands.add_parser(
+    optimize = subparsers.add_parser(
         "optimize",
         help="build, measure, report and register optimised variants of a registered model",
         description="Build every variant of MODEL_URI (ONNX, INT8, pruning, OpenVINO, ...), "
@@ -26,7 +29,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         "each variant as a new version of the same registered model (tags visionops.variant, "
         "visionops.source_version). A method that fails is a 'skipped: reason' row.",
     )
-    _add_model_flags(optimize)
+    add_model_uri_and_data(optimize)
     optimize.add_argument(
         "--methods",
         default=",".join(DEFAULT_METHODS),
@@ -98,45 +101,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     )
     optimize.add_argument("--experiment", help="MLflow experiment (default: the source run's)")
     add_json_flag(optimize)
-
-    export = commands.add_parser(
-        "export",
-        help="export a logged model to ONNX, checked against PyTorch",
-        description="Export MODEL_URI with torch.onnx's dynamo exporter (dynamic batch axis), "
-        "check it with onnx.checker, and check ONNX Runtime against PyTorch on validation "
-        "images: max abs logit difference < 1e-4 and the same top-1 class.",
-    )
-    _add_model_flags(export)
-    export.add_argument("--format", choices=["onnx"], default="onnx", help="export format")
-    export.add_argument("--opset", type=int, default=18, help="ONNX opset [default: 18]")
-    export.add_argument(
-        "--output", help="file to write [default: NAME-VERSION.onnx in the current folder]"
-    )
-    export.add_argument(
-        "--parity-images",
-        type=int,
-        default=256,
-        help="validation images ONNX Runtime must reproduce [default: %(default)s]",
-    )
-    add_json_flag(export)
-
-
-def _add_model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model-uri",
-        required=True,
-        help="registered model: models:/NAME/VERSION or models:/NAME/ALIAS",
-    )
-    parser.add_argument("--dataset", help="override the training run's dataset")
-    parser.add_argument("--data-dir", help="override the training run's data folder")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
-
-
-def _data_overrides(args: argparse.Namespace) -> list[Any]:
-    from visionops.config import overrides_from_mapping
-
-    values = {"dataset": args.dataset, "data_dir": args.data_dir}
-    return overrides_from_mapping({k: v for k, v in values.items() if v}, "command line")
+    optimize.set_defaults(func=cmd_optimize)
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
@@ -158,7 +123,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         args.model_uri,
         options,
         tracking_uri=args.tracking_server,
-        data_overrides=_data_overrides(args),
+        data_overrides=data_overrides(args),
         output_dir=Path(args.output_dir),
         experiment=args.experiment,
     )
@@ -166,29 +131,3 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     lines.append(f"MLflow run {result.parent_run_id}: {mlflow_ui_hint(args.tracking_server)}")
     emit(lines, result.as_json(), args.json)
     return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from visionops.optimize.export import export_registered
-    from visionops.tracking.connection import check_command_server
-
-    args.tracking_server = check_command_server(args.tracking_uri)
-    result = export_registered(
-        args.model_uri,
-        Path(args.output) if args.output else None,
-        opset=args.opset,
-        tracking_uri=args.tracking_server,
-        data_overrides=_data_overrides(args),
-        parity_images=args.parity_images,
-    )
-    parity = result.parity
-    lines = [
-        f"wrote {result.path} (ONNX opset {result.opset}, {result.size_mb:.2f} MB, dynamic batch)",
-        f"parity with PyTorch on {parity.images} images: max abs logit difference "
-        f"{parity.max_abs_diff:.2e}, top-1 agreement {100 * parity.top1_agreement:.1f}%",
-    ]
-    emit(lines, result.as_dict(), args.json)
-    return 0
-
-
-COMMANDS = {"optimize": cmd_optimize, "export": cmd_export}

@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from visionops import names
+from visionops.cli.config_flags import config_overrides
 from visionops.cli.output import add_json_flag, emit, mlflow_ui_hint
 
 
-def add_parsers(commands: argparse._SubParsersAction) -> None:
-    from visionops.tuning.algorithms import SCHEDULERS, SEARCHERS
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from visionops.tuning.algorithms import SCHEDULER_NAMES, SEARCH_NAMES
     from visionops.tuning.presets import PRESETS
 
-    tune = commands.add_parser(
+    tune = subparsers.add_parser(
         "tune",
         help="search hyperparameters with Ray Tune (nested MLflow runs, best model registered)",
         description="Run a sweep: each trial is `visionops train` with sampled values, tracked "
@@ -43,8 +44,10 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     tune.add_argument(
         "--space", type=Path, metavar="FILE", help="YAML/JSON search-space overrides file"
     )
-    tune.add_argument("--search", choices=SEARCHERS, help="search algorithm (default: optuna)")
-    tune.add_argument("--scheduler", choices=SCHEDULERS, help="trial scheduler (default: asha)")
+    tune.add_argument("--search", choices=SEARCH_NAMES, help="search algorithm (default: optuna)")
+    tune.add_argument(
+        "--scheduler", choices=SCHEDULER_NAMES, help="trial scheduler (default: asha)"
+    )
     tune.add_argument("--num-samples", type=int, metavar="N", help="trials to run")
     tune.add_argument("--max-epochs", type=int, metavar="N", help="epochs of a full trial")
     tune.add_argument(
@@ -101,6 +104,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     )
     tune.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
     add_json_flag(tune)
+    tune.set_defaults(func=cmd_tune)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -164,7 +168,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def sweep_options(args: argparse.Namespace) -> Any:
     """SweepOptions from the preset, the recipe, VISIONOPS_* variables and the flags."""
-    from visionops.cli.parser import config_overrides
     from visionops.config import model_from_flags, resolve_config
     from visionops.recipes import get_recipe
     from visionops.tuning.presets import get_preset
@@ -203,9 +206,6 @@ def sweep_options(args: argparse.Namespace) -> Any:
             "register_as": args.register_as,
         },
     )
-
-
-COMMANDS = {"tune": cmd_tune}
 
 
 def _local_folder(value: str) -> Path:

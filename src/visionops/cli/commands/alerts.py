@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from visionops import names
 
@@ -12,8 +11,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9095
 
 
-def add_parsers(commands: argparse._SubParsersAction) -> None:
-    alerts = commands.add_parser("alerts", help="act on Alertmanager alerts")
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    alerts = subparsers.add_parser("alerts", help="act on Alertmanager alerts")
     alerts_commands = alerts.add_subparsers(dest="alerts_command", required=True, metavar="COMMAND")
     receive = alerts_commands.add_parser(
         "receive",
@@ -44,6 +43,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="a file holding the bearer token (instead of VISIONOPS_ALERTS_TOKEN)",
     )
+    alerts.set_defaults(func=cmd_alerts)
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
@@ -80,6 +80,3 @@ def _token(token_file: str | None) -> str:
             "Alertmanager sends as http_config.authorization.credentials)"
         )
     return token
-
-
-COMMANDS: dict[str, Any] = {"alerts": cmd_alerts}

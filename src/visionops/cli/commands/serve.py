@@ -7,10 +7,10 @@ import types
 from typing import Any, Literal, Union, get_args, get_origin
 
 
-def add_parsers(commands: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from visionops.serving.settings import ServeConfig
 
-    serve = commands.add_parser(
+    serve = subparsers.add_parser(
         "serve",
         help="serve a registered model over HTTP (dynamic batching, Open Inference Protocol)",
         description="Serve MODEL_URI with dynamic batching: POST /v1/predict (multipart or "
@@ -34,6 +34,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
             help=f"{field.description}{suffix}",
             **typed,
         )
+    serve.set_defaults(func=cmd_serve)
 
 
 def _value_type(annotation: Any) -> Any:
@@ -71,6 +72,3 @@ def cmd_serve(args: argparse.Namespace) -> int:
         resolve_alias(config.model_name, config.alias, config.tracking_uri)
     serve(config)
     return 0
-
-
-COMMANDS = {"serve": cmd_serve}

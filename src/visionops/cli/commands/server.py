@@ -8,8 +8,8 @@ from typing import Any
 from visionops.cli.output import add_json_flag, emit
 
 
-def add_parsers(commands: argparse._SubParsersAction) -> None:
-    server = commands.add_parser(
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    server = subparsers.add_parser(
         "server",
         help="run the team tracking server (mlflow server, PostgreSQL, S3, basic-auth)",
         description="Settings come from VISIONOPS_SERVER_*/VISIONOPS_* variables and .env; see "
@@ -33,6 +33,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     add_json_flag(start)
     add_json_flag(actions.add_parser("stop", help="stop the server started with --detach"))
     add_json_flag(actions.add_parser("status", help="whether the server runs and answers"))
+    server.set_defaults(func=cmd_server)
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -70,6 +71,3 @@ def cmd_server(args: argparse.Namespace) -> int:
     ]
     emit(lines, {"url": settings.url, "pid": stack.server.pid}, args.json)
     return 0 if args.detach else stack.wait()
-
-
-COMMANDS = {"server": cmd_server}

@@ -17,8 +17,8 @@ from visionops.cli.output import add_json_flag, emit
 from visionops.server.settings import PERMISSIONS
 
 
-def add_parsers(commands: argparse._SubParsersAction) -> None:
-    admin = commands.add_parser(
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    admin = subparsers.add_parser(
         "admin",
         help="create users and grant permissions on the team tracking server",
         description="Talks to MLFLOW_TRACKING_URI (or --tracking-uri) as "
@@ -57,6 +57,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         help="remove a user's grant (the server's default permission applies again)",
     )
     _add_target(revoke)
+    admin.set_defaults(func=cmd_admin)
 
 
 def _add_target(parser: argparse.ArgumentParser) -> None:
@@ -131,6 +132,3 @@ def cmd_admin(args: argparse.Namespace) -> int:
         )
     emit(lines, payload, args.json)
     return 0
-
-
-COMMANDS = {"admin": cmd_admin}

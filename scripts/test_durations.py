@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Where the suite's time goes, from a pytest JUnit XML report (docs/development.md, "Tests").
+
+    .venv/bin/pytest -n 2 --dist loadgroup --junitxml=report.xml
+    scripts/test_durations.py report.xml            # time per folder, then the 30 slowest tests
+    scripts/test_durations.py report.xml --top 50 --markdown
+
+A test's time is its setup, call and teardown, as pytest-xdist's worker measured it; with two
+workers the folders' times add up to about twice the wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import xml.etree.ElementTree as ElementTree
+from collections import defaultdict
+from pathlib import Path
+
+
+def test_times(report: Path) -> dict[str, float]:
+    """``{"tests/serving/test_predict.py::test_x": seconds}`` for every test case."""
+    times: dict[str, float] = {}
+    for case in ElementTree.parse(report).getroot().iter("testcase"):
+        module = case.get("classname", "").replace(".", "/")
+        times[f"tests/{module.removeprefix('tests/')}.py::{case.get('name')}"] = float(
+            case.get("time", 0)
+        )
+    return times
+
+
+def folder_of(test: str) -> str:
+    parts = test.split("::")[0].split("/")
+    return "/".join(parts[:2]) if len(parts) > 2 else parts[0] + "/ (top level)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("report", type=Path, help="pytest --junitxml output")
+    parser.add_argument("--top", type=int, default=30, help="how many of the slowest tests")
+    parser.add_argument("--markdown", action="store_true", help="Markdown tables")
+    args = parser.parse_args()
+
+    times = test_times(args.report)
+    per_folder: dict[str, list[float]] = defaultdict(list)
+    for test, seconds in times.items():
+        per_folder[folder_of(test)].append(seconds)
+    folders = sorted(per_folder.items(), key=lambda item: -sum(item[1]))
+    slowest = sorted(times.items(), key=lambda item: -item[1])[: args.top]
+    total = sum(times.values())
+
+    if args.markdown:
+        print("| Folder | Tests | Seconds |\n|---|---|---|")
+        for folder, values in folders:
+            print(f"| `{folder}` | {len(values)} | {sum(values):.0f} |")
+        print(f"| all | {len(times)} | {total:.0f} |\n")
+        print("| Seconds | Test |\n|---|---|")
+        for test, seconds in slowest:
+            print(f"| {seconds:.1f} | `{test}` |")
+        return
+    for folder, values in folders:
+        print(f"{sum(values):8.1f} s {len(values):5d} tests  {folder}")
+    print(f"{total:8.1f} s {len(times):5d} tests  all\n")
+    for test, seconds in slowest:
+        print(f"{seconds:8.1f} s  {test}")
+
+
+if __name__ == "__main__":
+    main()
