@@ -14,7 +14,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 # The installer of .venv, .venv-airflow and .tools: uv, pinned with its hashes in
 # requirements.lock and put into .venv by pip, run by scripts/uv-pip.sh with pip's package
 # sources (uv reads no pip configuration). INSTALLER=pip installs with pip alone: the same
-# files, some three times slower (docs/development.md).
+# files, in 1.6 (cold caches) to 2.8 (warm) times as long on 2 cores (docs/development.md).
 INSTALLER ?= uv
 UV := $(BIN)/uv
 # $(call installer,VENV) install|check ...: INSTALLER's pip command for the virtualenv VENV.

@@ -28,7 +28,16 @@ os.environ[env.RAY_ENABLE_CLUSTER.name] = "0"
 
 #: Folders whose tests start servers or several processes: marked ``integration`` as a whole,
 #: so ``make test-fast`` (``-m "not integration and not slow"``) leaves them out.
-_INTEGRATION_FOLDERS = ("integration", "server", "dags", "distributed", "deploy", "benchmarks")
+_INTEGRATION_FOLDERS = (
+    "integration",
+    "server",
+    "dags",
+    "distributed",
+    "deploy",
+    "benchmarks",
+    "monitoring",
+    "scripts",
+)
 #: Fixtures that start a process or a server (or build on one that does): a test using one
 #: is ``integration`` wherever it lives.
 _PROCESS_FIXTURES = frozenset(

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from visionops.cli.commands.evaluate import NAME_WIDTH, class_table, confusion_table
-from visionops.cli.output import columns, emit
+from visionops.cli.output import columns, emit, json_document_only
 
 CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -23,6 +23,21 @@ def test_json_is_all_of_stdout_and_the_lines_go_to_stderr(
 
     emit(["accuracy:  0.9"], {"accuracy": 0.9}, as_json=False)
     assert capsys.readouterr() == ("accuracy:  0.9\n", "")
+
+
+def test_under_json_a_library_printing_to_stdout_cannot_break_the_document(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with json_document_only(True):
+        print("Trial status: 1 RUNNING")  # as Ray Tune's trial table does
+        emit(["best: 0.9"], {"best": 0.9}, as_json=True)
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"best": 0.9}
+    assert err == "Trial status: 1 RUNNING\nbest: 0.9\n"
+
+    with json_document_only(False):
+        print("Trial status: 1 RUNNING")
+    assert capsys.readouterr() == ("Trial status: 1 RUNNING\n", "")
 
 
 def test_columns_are_as_wide_as_their_widest_cell() -> None:

@@ -50,7 +50,6 @@ def public(version: str) -> str:
     return version.split("+")[0]
 
 
-@pytest.mark.integration  # asks the interpreter what is installed
 def test_every_package_of_the_virtualenv_is_locked_at_its_version() -> None:
     shared, pair, cuda = (file_pins(n) for n in (lock.LOCK, lock.TORCH_PAIR, lock.CUDA))
     wrong = {}
@@ -90,7 +89,6 @@ def test_lightning_shares_the_versions_of_the_lock() -> None:
     assert not differ, f"constraints-lightning.txt against the lock: {differ}"
 
 
-@pytest.mark.integration  # asks each virtualenv's interpreter
 @pytest.mark.parametrize(
     ("constraints", "pythons"),
     [

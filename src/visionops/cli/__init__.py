@@ -19,6 +19,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
+from visionops.cli.output import json_document_only
 from visionops.errors import TrainingInterrupted, VisionOpsError
 
 EXIT_USER_ERROR = 2
@@ -59,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     move_command_credentials(args, os.environ)
     handler: Callable[[argparse.Namespace], int] = args.func  # set by the command's parser
     try:
-        return handler(args)
+        with json_document_only(getattr(args, "json", False)):
+            return handler(args)
     except TrainingInterrupted as stop:
         from visionops.training.world import world_from_env
 

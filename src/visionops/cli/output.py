@@ -7,11 +7,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, redirect_stdout
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from visionops.training import TrainResult
+
+#: Where ``emit`` prints the JSON document while ``json_document_only`` holds stdout.
+_document: list[TextIO] = []
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -24,13 +28,29 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@contextmanager
+def json_document_only(as_json: bool) -> Iterator[None]:
+    """With ``as_json``, whatever the calls inside print to stdout goes to stderr, and only
+    ``emit``'s document to stdout: a library's tables and progress bars (Ray Tune's trial
+    tables, say) cannot break the document. Without it, nothing changes."""
+    if not as_json:
+        yield
+        return
+    _document.append(sys.stdout)
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _document.pop()
+
+
 def emit(lines: Iterable[str], payload: dict[str, Any], as_json: bool) -> None:
     """``lines`` on stdout; with ``as_json``, ``payload`` on stdout and ``lines`` on stderr."""
     human = sys.stderr if as_json else sys.stdout
     for line in lines:
         print(line, file=human)
     if as_json:
-        print(json.dumps(payload, default=str))
+        print(json.dumps(payload, default=str), file=_document[-1] if _document else sys.stdout)
 
 
 def columns(rows: Iterable[Sequence[str]], align: str = "", gap: int = 2) -> list[str]:

@@ -71,6 +71,11 @@ def worker_runtime_env(
     return runtime_env
 
 
+#: The driver's "ray" loggers: Ray's INFO lines ("Started a local Ray instance", Tune's "Wrote
+#: the latest version of all result files") are Ray's bookkeeping, not the command's output.
+RAY_LOG_LEVEL = logging.WARNING
+
+
 @contextmanager
 def ray_session(
     address: str | None, num_cpus: int | None, setup_hook: str | None = None
@@ -87,7 +92,12 @@ def ray_session(
         with _local_ray(num_cpus, worker_runtime_env(setup_hook)):
             yield
         return
-    ray.init(address=address, include_dashboard=False, runtime_env=worker_runtime_env(setup_hook))
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        runtime_env=worker_runtime_env(setup_hook),
+        logging_level=RAY_LOG_LEVEL,
+    )
     try:
         yield
     finally:
@@ -103,7 +113,12 @@ def _local_ray(num_cpus: int | None, runtime_env: dict[str, Any]) -> Iterator[No
 
     this = psutil.Process()
     before = {child.pid for child in this.children()}
-    ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env)
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        runtime_env=runtime_env,
+        logging_level=RAY_LOG_LEVEL,
+    )
     # ray.init started these (GCS, raylet, monitors); the raylet then starts agents and workers.
     started = [str(child.pid) for child in this.children() if child.pid not in before]
     reaper = subprocess.Popen(

@@ -19,6 +19,7 @@ import base64
 import copy
 import io
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -48,6 +49,7 @@ from visionops.tracking.client import (
 PYFUNC_LOADER_MODULE = "visionops.serving.pyfunc"
 #: The environment files ``mlflow.pytorch.save_model`` writes next to the MLmodel.
 _CONDA_ENV_FILE, _PYTHON_ENV_FILE = "conda.yaml", "python_env.yaml"
+_REQUIREMENTS_FILE = "requirements.txt"
 _PYFUNC_EXAMPLE_IMAGES = 2  # base64 PNGs in the logged input example (what MLflow validates)
 
 #: What ``mlflow models serve`` enforces (a string column) and what the pyfunc answers.
@@ -193,9 +195,18 @@ def encode_pngs(images: torch.Tensor) -> list[str]:
 def load_pytorch_model(model_dir: str, **kwargs: Any) -> Any:
     """``mlflow.pytorch.load_model`` of a downloaded model folder. An INT8 program from torchao's
     PT2E flow (``visionops optimize --methods int8-pt2e``) holds quantised ops that only
-    deserialise once torchao has registered them, so torchao is imported first when present."""
-    import importlib.util
-
-    if importlib.util.find_spec("torchao") is not None:
+    deserialise once torchao has registered them; such a model lists torchao among its
+    requirements (``visionops.optimize.registration`` logs it so), and only for it is torchao
+    imported: that takes seconds, on every command that loads a model."""
+    if "torchao" in _requirements(model_dir):
         import_torchao()
     return mlflow.pytorch.load_model(model_dir, **kwargs)
+
+
+def _requirements(model_dir: str) -> set[str]:
+    """The names of the packages a logged model's ``requirements.txt`` lists."""
+    path = os.path.join(model_dir, _REQUIREMENTS_FILE)
+    if not os.path.isfile(path):
+        return set()
+    with open(path) as lines:
+        return {re.split(r"[\s=<>!~;\[]", line.strip(), maxsplit=1)[0].lower() for line in lines}
