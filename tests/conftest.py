@@ -39,9 +39,19 @@ _INTEGRATION_FOLDERS = (
     "scripts",
 )
 #: Fixtures that start a process or a server (or build on one that does): a test using one
-#: is ``integration`` wherever it lives.
+#: is ``integration`` wherever it lives. The optimisation tests' model (``trained_source``) is
+#: here because what they do with it compiles with inductor, whose compile workers are
+#: processes.
 _PROCESS_FIXTURES = frozenset(
-    {"start_server", "serve_url", "shared_stack", "stack_factory", "airflow", "gateway"}
+    {
+        "start_server",
+        "serve_url",
+        "shared_stack",
+        "stack_factory",
+        "airflow",
+        "gateway",
+        "trained_source",
+    }
 )
 #: Session fixtures that cost a training run or a server to build: the tests using one share
 #: an xdist group, so that one worker builds it (``--dist loadgroup``) instead of each.
