@@ -56,9 +56,10 @@ _PROCESS_FIXTURES = frozenset(
 #: Session fixtures that cost a training run or a server to build: the tests using one share
 #: an xdist group, so that one worker builds it (``--dist loadgroup``) instead of each.
 _SHARED_FIXTURES = ("served_registry", "shared_stack", "trained_source", "airflow")
-#: What a unit test may still start: MLflow asks git for the source version of a run, and
-#: ctypes.util.find_library (native libraries finding theirs) asks ldconfig.
-_ALLOWED_PROGRAMS = frozenset({"git", "ldconfig"})
+#: What a unit test may still start: MLflow asks git for the source version of a run,
+#: ctypes.util.find_library (native libraries finding theirs) asks ldconfig, and
+#: platform.uname() asks uname for the processor.
+_ALLOWED_PROGRAMS = frozenset({"git", "ldconfig", "uname"})
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
