@@ -18,6 +18,7 @@ import traceback
 import torch
 from torch import nn
 
+from visionops._quiet import import_torchao
 from visionops.optimize.method import OptimizeContext, register_method
 from visionops.optimize.variant import Variant
 
@@ -56,6 +57,7 @@ def build(ctx: OptimizeContext) -> list[Variant]:
 
 
 def _quantize(ctx: OptimizeContext) -> nn.Module:
+    import_torchao()  # often torchao's first import in `visionops optimize`
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer,

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from visionops._quiet import import_torchao
 from visionops.optimize.method import OptimizeContext, register_method
 from visionops.optimize.variant import Variant
 
@@ -24,6 +25,8 @@ from visionops.optimize.variant import Variant
 )
 def build(ctx: OptimizeContext) -> list[Variant]:
     import onnx
+
+    import_torchao()
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     from visionops.inference.onnx_runtimes import onnx_predictor
