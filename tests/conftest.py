@@ -22,6 +22,14 @@ CALLER_SETTINGS = ("MLFLOW_", "VISIONOPS_", "AWS_", "RAY_")
 for _name in [name for name in os.environ if name.startswith(CALLER_SETTINGS)]:
     del os.environ[_name]
 
+#: Each pytest-xdist worker's share of the cores, for torch's thread pool and those of the
+#: processes it starts (set before anything imports torch, which reads it once). Two workers
+#: of one thread per core each would oversubscribe the machine: OpenMP's threads spin while
+#: they wait, so the pools of both slow each other down several times over.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+
 # Ray reads it once, when a test module first imports Ray: the tests' local Rays stay on
 # 127.0.0.1 as the CLI's do, whatever the caller's environment says.
 os.environ[env.RAY_ENABLE_CLUSTER.name] = "0"

@@ -95,8 +95,8 @@ def _register_tiny_model() -> None:
         registry.register_model(MODEL, "BN-free test network")(_tiny_net)
 
 
-def _config(new_tracking_store: Callable[..., str], root: Path, **fields: Any) -> TrainConfig:
-    """One epoch of 6 steps, deterministic fp32 on CPU, tracked in ``root``'s own store."""
+def _config(root: Path, **fields: Any) -> TrainConfig:
+    """One epoch of 6 steps, deterministic fp32 on CPU, tracked in ``root``'s store."""
     base = TrainConfig(
         epochs=1,
         seed=3,
@@ -124,7 +124,7 @@ def _config(new_tracking_store: Callable[..., str], root: Path, **fields: Any) -
             warmup_epochs=0.5,
         ),
         tracking=TrackingConfig(
-            tracking_uri=new_tracking_store(root, "mlflow.db"),
+            tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
             experiment="ddp-equivalence",
             log_every_n_steps=1,
             system_metrics=False,
@@ -220,9 +220,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The runs' folder and MLflow store: shared, so its tables are created only once."""
-    return tmp_path_factory.mktemp("ddp-equivalence")
+def root(
+    tmp_path_factory: pytest.TempPathFactory, new_tracking_store: Callable[..., str]
+) -> Path:
+    """The runs' folder and its MLflow store (``root/mlflow.db``), shared by every run here."""
+    folder = tmp_path_factory.mktemp("ddp-equivalence")
+    new_tracking_store(folder, "mlflow.db")
+    return folder
 
 
 @pytest.fixture(scope="module")

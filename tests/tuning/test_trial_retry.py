@@ -60,7 +60,9 @@ def _failing_run_trial(log: Path) -> Callable[[dict[str, Any], dict[str, Any]], 
         }
         real_train = trainable.train
 
-        def train(cfg: TrainConfig, on_epoch_end: EpochCallback | None = None) -> TrainResult:
+        def train(
+            cfg: TrainConfig, on_epoch_end: EpochCallback | None = None, *, resume: str | None
+        ) -> TrainResult:
             def on_epoch(end: EpochEnd) -> None:
                 record["epochs"].append(end.epoch)
                 if on_epoch_end is not None:
@@ -68,7 +70,7 @@ def _failing_run_trial(log: Path) -> Callable[[dict[str, Any], dict[str, Any]], 
                 if fails:
                     raise InjectedFault(f"attempt {attempt} of trial {trial_id}")
 
-            return real_train(cfg, on_epoch_end=on_epoch)
+            return real_train(cfg, on_epoch_end=on_epoch, resume=resume)
 
         # The attempt runs in a Ray worker process of its own, so the patch stays in it.
         trainable.train = train
