@@ -136,7 +136,7 @@ tune-extensive: $(STAMP)
 TEST_WORKERS ?= 2
 
 test: $(STAMP) system-packages airflow $(DEPLOY_STAMP)
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --ignore=tests/optimize
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --ignore=tests/optimize
 	$(BIN)/pytest tests/optimize
 
 # The unit tests only, for the edit-test loop: no server, no second process, no long training

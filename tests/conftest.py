@@ -85,6 +85,7 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     tests = Path(__file__).parent
+    groups: dict[Path, str] = {}  # module -> the shared fixture's group of one of its tests
     for item in items:
         folder = Path(item.fspath).relative_to(tests).parts[0]
         fixtures = set(getattr(item, "fixturenames", ()))
@@ -93,6 +94,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         shared = [name for name in _SHARED_FIXTURES if name in fixtures]
         if shared and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(shared[0]))
+            groups.setdefault(item.path, shared[0])
+    # A module-scoped fixture is built once per worker that runs a test using it: the tests of
+    # a module that has one run on one worker (in its shared fixture's group, if it has one).
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None and _uses_module_fixture(item):
+            module = str(item.path.relative_to(tests))
+            item.add_marker(pytest.mark.xdist_group(groups.get(item.path, module)))
+    # Longest first, so that no worker is left with a long group while the other idles at the
+    # end: the groups of a shared fixture (the team stack's alone takes minutes), then what
+    # starts processes or trains, then the unit tests, thousands of short ones that fill the
+    # gaps. ``make test`` passes --no-loadscope-reorder, which keeps this order for xdist.
+    items.sort(key=_cost_rank)
+
+
+def _cost_rank(item: pytest.Item) -> int:
+    group = item.get_closest_marker("xdist_group")
+    if group is not None and group.args and group.args[0] in _SHARED_FIXTURES:
+        return 0
+    if item.get_closest_marker("integration") or item.get_closest_marker("slow"):
+        return 1
+    return 2
+
+
+def _uses_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs.values() if info is not None else ()
+    return any(d.scope in ("module", "package", "class") for defs in definitions for d in defs)
 
 
 @pytest.fixture(autouse=True)

@@ -171,6 +171,7 @@ def _weight_layers(graph: torch.fx.GraphModule) -> tuple[int, int]:
     return len(dequantised), len(layers)
 
 
+@pytest.mark.slow  # torch.export of every model: 20 s and more on 2 cores
 @pytest.mark.parametrize("name", list_models())
 def test_the_int8_quantizer_covers_every_layer_of_every_model(name: str) -> None:
     """int8-pt2e and QAT quantise what torchao's X86 quantizer annotates, and it matches layers

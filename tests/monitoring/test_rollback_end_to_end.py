@@ -347,8 +347,15 @@ def test_a_failing_production_version_is_rolled_back_by_its_alert(
             lambda: str(client.get_registered_model(MODEL_NAME).aliases["production"]) == "1",
             *everything,
         )
+        # The receiver tags the version with the alert once the alias has moved.
+        alert_name_tag = names.rollback_tag("production", names.ROLLBACK_ALERT_NAME_FIELD)
+        wait_for(
+            "the alert's tags on version 2",
+            lambda: alert_name_tag in client.get_model_version(MODEL_NAME, "2").tags,
+            *everything,
+        )
         tags = client.get_model_version(MODEL_NAME, "2").tags
-        assert tags[names.rollback_tag("production", names.ROLLBACK_ALERT_NAME_FIELD)] == ALERT
+        assert tags[alert_name_tag] == ALERT
         assert tags[names.rollback_tag("production", "replaced_by")] == "1"
         assert "rolled_back" in receiver.output()
 

@@ -50,7 +50,7 @@ class PersistedASHA(AsyncHyperBandScheduler):
         self.state_path = str(state_path)
         self.time_attr = time_attr
         self.max_t = max_t
-        #: Trials stopped short of max_t: trial id -> {"config": ..., "iteration": ...}.
+        #: Trials stopped short of max_t: trial id -> {"config", "iteration", "result": the last}.
         self.stopped_trials: dict[str, dict[str, Any]] = {}
         self.reloaded = False
 
@@ -64,8 +64,12 @@ class PersistedASHA(AsyncHyperBandScheduler):
         for trial in trials:
             if trial.status in (Trial.PENDING, Trial.PAUSED) and self.was_stopped(trial):
                 # Back from a snapshot taken before the stop: it must neither train again nor
-                # go on, so it ends here, as it ended before. A trial that never started has
+                # go on, so it ends here, as it ended before, with the last result it had
+                # reported (its run, its epochs) as its own. A trial that never started has
                 # no folder yet, and Tune's progress report needs one.
+                last_result = self.stopped_trials[trial.trial_id].get("result")
+                if last_result:  # states saved before results were kept have none
+                    trial.run_metadata.last_result = {**last_result, "trial_id": trial.trial_id}
                 trial.init_local_path()
                 tune_controller.stop_trial(trial)
         return super().choose_trial_to_run(tune_controller)
@@ -83,6 +87,7 @@ class PersistedASHA(AsyncHyperBandScheduler):
             self.stopped_trials[trial.trial_id] = {
                 "config": _config_key(trial),
                 "iteration": iteration,
+                "result": {key: value for key, value in result.items() if key != "config"},
             }
         self._persist()  # before Tune acts on the decision
         return action
