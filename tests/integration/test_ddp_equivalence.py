@@ -220,9 +220,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def root(
-    tmp_path_factory: pytest.TempPathFactory, new_tracking_store: Callable[..., str]
-) -> Path:
+def root(tmp_path_factory: pytest.TempPathFactory, new_tracking_store: Callable[..., str]) -> Path:
     """The runs' folder and its MLflow store (``root/mlflow.db``), shared by every run here."""
     folder = tmp_path_factory.mktemp("ddp-equivalence")
     new_tracking_store(folder, "mlflow.db")
