@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Where the suite's time goes, from a pytest JUnit XML report (docs/development.md, "Tests").
+r"""Where the suite's time goes, from pytest JUnit XML reports (docs/development.md, "Tests").
 
-    .venv/bin/pytest -n 2 --dist loadgroup --junitxml=report.xml
-    scripts/test_durations.py report.xml            # time per folder, then the 30 slowest tests
-    scripts/test_durations.py report.xml --top 50 --markdown
+    .venv/bin/pytest -n 2 --dist loadgroup --no-loadscope-reorder --ignore=tests/optimize \
+        --junitxml=main.xml                          # make test's two pytest runs
+    .venv/bin/pytest tests/optimize --junitxml=optimize.xml
+    scripts/test_durations.py main.xml optimize.xml  # time per folder, then the 30 slowest
+    scripts/test_durations.py main.xml optimize.xml --top 50 --markdown
 
 A test's time is its setup, call and teardown, as pytest-xdist's worker measured it; with two
 workers the folders' times add up to about twice the wall time.
@@ -35,12 +37,12 @@ def folder_of(test: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("report", type=Path, help="pytest --junitxml output")
+    parser.add_argument("reports", type=Path, nargs="+", help="pytest --junitxml outputs")
     parser.add_argument("--top", type=int, default=30, help="how many of the slowest tests")
     parser.add_argument("--markdown", action="store_true", help="Markdown tables")
     args = parser.parse_args()
 
-    times = test_times(args.report)
+    times = {test: t for report in args.reports for test, t in test_times(report).items()}
     per_folder: dict[str, list[float]] = defaultdict(list)
     for test, seconds in times.items():
         per_folder[folder_of(test)].append(seconds)

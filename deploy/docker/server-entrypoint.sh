@@ -2,7 +2,8 @@
 # Entrypoint of visionops/server: turns secret files into what `mlflow server` reads, as
 # visionops.server.process.server_environment does on a native install, then runs the command.
 #   ADMIN_PASSWORD_FILE     -> admin_password in MLFLOW_AUTH_CONFIG_PATH (written here, mode 0600,
-#                              with AUTH_DATABASE_URI, ADMIN_USERNAME and DEFAULT_PERMISSION)
+#                              with AUTH_DATABASE_URI, ADMIN_USERNAME, DEFAULT_PERMISSION and
+#                              AUTH_CACHE_SECONDS, seconds a verified login is trusted: 30)
 #   FLASK_SECRET_KEY_FILE   -> MLFLOW_FLASK_SERVER_SECRET_KEY (the same key in every worker)
 #   POSTGRES_PASSWORD_FILE  -> PGPASSWORD, which libpq uses for the password-less URIs
 # deploy/compose sets all three. Where one is unset, the variable it would set is left as the
@@ -48,6 +49,7 @@ database_uri = ${AUTH_DATABASE_URI}
 admin_username = ${ADMIN_USERNAME:-admin}
 admin_password = $(printf %s "$admin_password" | sed 's/%/%%/g')
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = ${AUTH_CACHE_SECONDS:-30}
 INI
     )
     unset admin_password

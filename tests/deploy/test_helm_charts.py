@@ -477,6 +477,7 @@ def test_mlflow_auth_config_is_read_as_rendered(
     assert config.admin_password == MARKERS["auth.adminPassword"]
     assert config.admin_username == "admin"
     assert config.default_permission == "READ"
+    assert config.auth_cache_ttl_seconds == 30
     # No server, user or password in the URI: libpq reads them from PG* in the pod.
     assert config.database_uri == "postgresql:///mlflow_auth"
     assert env["PGHOST"]["value"] == production_values("mlflow")["database"]["host"]

@@ -158,6 +158,7 @@ def test_entrypoint_writes_the_auth_config_from_the_secret(tmp_path: Path) -> No
         "admin_username": "admin",
         "admin_password": password,
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+        "auth_cache_ttl_seconds": "30",
     }
 
 

@@ -44,6 +44,7 @@ def test_auth_config_keeps_a_password_with_percent_signs(tmp_path, monkeypatch) 
     config = read_auth_config()  # as the server reads it
     assert config.admin_password == "100%-sure-%(x)s-pass"
     assert config.database_uri == settings.database_uri("mlflow_auth")
+    assert config.auth_cache_ttl_seconds == 30  # a login's slow hash once per 30 s, not always
 
 
 @pytest.fixture

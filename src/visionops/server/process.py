@@ -128,13 +128,20 @@ def describe_process(pid: int) -> str:
 
 def write_auth_config(settings: ServerSettings) -> Path:
     """MLflow's basic-auth config (``MLFLOW_AUTH_CONFIG_PATH``): users and permissions in their
-    own PostgreSQL database. Readable by the owner only: it holds the admin password."""
+    own PostgreSQL database. Readable by the owner only: it holds the admin password.
+
+    MLflow verifies the password of every request with a deliberately slow hash (tens of ms
+    of CPU): a training run's stream of metric requests kept a server core busy with little
+    else. Its login cache (``auth_cache_ttl_seconds``, off by default) verifies each login
+    once per ``auth_cache_s``; a password changed through the API is forgotten at once by the
+    process that changed it, by the others when their entry expires."""
     values = {
         "default_permission": settings.default_permission,
         "database_uri": settings.database_uri(settings.auth_db),
         "admin_username": settings.admin_username,
         "admin_password": settings.checked_admin_password(),
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+        "auth_cache_ttl_seconds": str(settings.auth_cache_s),
     }
     config = configparser.ConfigParser()
     # MLflow reads the file with interpolation on, where a literal % is written %%.

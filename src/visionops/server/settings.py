@@ -55,6 +55,12 @@ class ServerSettings(BaseModel):
         "READ",
         description="what users may do where nothing was granted",
     )
+    auth_cache_s: int = Field(
+        30,
+        ge=0,
+        description="seconds a server process trusts a login it verified (0: verify every "
+        "request); another process may accept a changed password that long",
+    )
     state_dir: Path = Field(
         Path(".visionops/server"),
         description="auth config, secret key, log and pid file",
