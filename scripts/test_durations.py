@@ -24,9 +24,10 @@ def test_times(report: Path) -> dict[str, float]:
     times: dict[str, float] = {}
     for case in ElementTree.parse(report).getroot().iter("testcase"):
         module = case.get("classname", "").replace(".", "/")
-        times[f"tests/{module.removeprefix('tests/')}.py::{case.get('name')}"] = float(
-            case.get("time", 0)
-        )
+        name = case.get("name", "")
+        if name.rfind("@") > name.rfind("]"):  # "test_x@group": xdist's loadgroup suffix
+            name = name.rsplit("@", 1)[0]
+        times[f"tests/{module.removeprefix('tests/')}.py::{name}"] = float(case.get("time", 0))
     return times
 
 

@@ -22,7 +22,7 @@ def test_two_reports_add_up_per_folder_and_rank_the_slowest(tmp_path: Path) -> N
     main = _report(
         tmp_path / "main.xml",
         [
-            ("tests.server.test_auth", "test_a", 3.0),
+            ("tests.server.test_auth", "test_a@shared_stack", 3.0),  # xdist's group suffix
             ("tests.server.test_auth", "test_b", 1.5),
             ("tests.test_hermetic", "test_c", 0.5),
         ],

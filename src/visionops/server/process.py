@@ -131,10 +131,10 @@ def write_auth_config(settings: ServerSettings) -> Path:
     own PostgreSQL database. Readable by the owner only: it holds the admin password.
 
     MLflow verifies the password of every request with a deliberately slow hash (tens of ms
-    of CPU): a training run's stream of metric requests kept a server core busy with little
-    else. Its login cache (``auth_cache_ttl_seconds``, off by default) verifies each login
-    once per ``auth_cache_s``; a password changed through the API is forgotten at once by the
-    process that changed it, by the others when their entry expires."""
+    of CPU), and a training run logs its metrics in a stream of requests. Its login cache
+    (``auth_cache_ttl_seconds``, off by default) verifies each login once per
+    ``auth_cache_s``; a password changed through the API is forgotten at once by the process
+    that changed it, by the others when their entry expires."""
     values = {
         "default_permission": settings.default_permission,
         "database_uri": settings.database_uri(settings.auth_db),
