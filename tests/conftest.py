@@ -25,7 +25,7 @@ for _name in [name for name in os.environ if name.startswith(CALLER_SETTINGS)]:
 #: Each pytest-xdist worker's share of the cores, for torch's thread pool and those of the
 #: processes it starts (set before anything imports torch, which reads it once). Two workers
 #: of one thread per core each would oversubscribe the machine: OpenMP's threads spin while
-#: they wait, so the pools of both slow each other down several times over.
+#: they wait, so the pools of both slow each other down.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
@@ -103,7 +103,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group(groups.get(item.path, module)))
     # Longest first, so that no worker is left with a long group while the other idles at the
     # end: the groups of a shared fixture (the team stack's alone takes minutes), then what
-    # starts processes or trains, then the unit tests, thousands of short ones that fill the
+    # starts processes or trains, then the unit tests, hundreds of short ones that fill the
     # gaps. ``make test`` passes --no-loadscope-reorder, which keeps this order for xdist.
     items.sort(key=_cost_rank)
 
